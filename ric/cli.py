@@ -93,10 +93,14 @@ def check_run_dir(run_dir: Path, effective: dict) -> None:
     if not recorded.exists():
         return
     previous = load_yaml(recorded)
-    for key in ("rewards", "template", "model_name_or_path", "dataset_name"):
-        if key in previous and key in effective and previous[key] != effective[key]:
+    for key in ("rewards", "template", "model_name_or_path", "dataset_name", "sampling_system_prompts"):
+        # sampling_system_prompts left out means none: the samples were drawn without them
+        optional = key == "sampling_system_prompts"
+        if not optional and (key not in previous or key not in effective):
+            continue
+        if previous.get(key) != effective.get(key):
             raise RecipeError(
-                f"{run_dir} was written by a recipe with {key} = {previous[key]!r}, this one has {effective[key]!r}; "
+                f"{run_dir} was written by a recipe with {key} = {previous.get(key)!r}, this one has {effective.get(key)!r}; "
                 "use a new output_dir (or remove the old run directory)"
             )
 

@@ -56,6 +56,13 @@ def generate_grid(model, tokenizer, info: RunInfo, prompts, targets, gen_dir: Pa
     return run_chunked(gen_dir, items, chunk, work, "evaluating grid", progress)
 
 
+def pearson_matrix(raw: np.ndarray) -> list[list[float | None]]:
+    """Pearson correlations between the columns of `raw`; None where a column is constant."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.corrcoef(raw.T)
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in matrix]
+
+
 def generate_base(model, tokenizer, info: RunInfo, prompts, gen_dir: Path, settings: dict, progress=True, stats=None):
     items = [{"prompt": p} for p in prompts]
 
@@ -189,7 +196,9 @@ def evaluate(run_dir, eval_args, args, adapter=None, eval_dir=None, device=None,
             {"prompt": r["prompt"], "response": r["response"], **{f"obtained_{n}": round(float(base_raw[i, j]), 4) for j, n in enumerate(names)}}
             for i, r in enumerate(base_rows)
         ])
-        base = {**summarize(base_raw, names), "mean_normalized": dict(zip(names, normalized[offset:].mean(0).tolist())), "csv": "base.csv"}
+        base = {**summarize(base_raw, names), "mean_normalized": dict(zip(names, normalized[offset:].mean(0).tolist())), "csv": "base.csv",
+                # how the rewards co-vary on the base model's own answers (the objectives' tension)
+                "pearson": pearson_matrix(base_raw) if len(names) > 1 and len(base_raw) > 2 else None}
 
     means = np.array([[p["mean"][n] for n in names] for p in points])
     front = pareto_front(means)

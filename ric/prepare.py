@@ -75,13 +75,46 @@ def load_prompts(data_args, tokenizers=()):
     return list(dict.fromkeys(train[data_args.prompt_column])), list(dict.fromkeys(evaluation[data_args.prompt_column]))
 
 
+def sampling_system_prompt(sample: int, args, data_args) -> str | None:
+    """The system turn under which the `sample`-th response of every prompt is drawn."""
+    styles = data_args.sampling_system_prompts
+    return styles[sample % len(styles)] if styles else args.system_prompt
+
+
+def offtopic_rows(prompts, responses, per_prompt: int, seed: int):
+    """Pair every prompt with `per_prompt` responses drawn (seeded) from other prompts' rows."""
+    rng = np.random.default_rng(seed)
+    unique = list(dict.fromkeys(prompts))
+    if len(unique) < 2:
+        raise ValueError("offtopic_responses_per_prompt: needs at least 2 distinct prompts in the data")
+    new_prompts, new_responses = [], []
+    for prompt in unique:
+        for _ in range(per_prompt):
+            i = int(rng.integers(len(prompts)))
+            while prompts[i] == prompt:  # another prompt's response
+                i = int(rng.integers(len(prompts)))
+            new_prompts.append(prompt)
+            new_responses.append(responses[i])
+    return new_prompts, new_responses
+
+
+def check_sampling_styles(args, data_args) -> None:
+    if data_args.sampling_system_prompts and args.template != "chat":
+        raise ValueError(
+            f"sampling_system_prompts: only the chat template has a system turn (template is {args.template!r}); "
+            "remove sampling_system_prompts or use template: chat"
+        )
+
+
 def sample_base_responses(run_dir, prompts, model_args, args, data_args, progress=True):
     """k responses per prompt from the base model, unconditioned, in resumable chunks."""
     from .generation import format_prompts, generate_batched
     from .models import load_causal_lm, load_tokenizer
 
     k = data_args.num_responses_per_prompt
-    items = [{"prompt": p, "sample": j, "seed": args.seed + n} for n, (p, j) in enumerate((p, j) for j in range(k) for p in prompts)]
+    # the system turn is part of each work item, so chunks drawn under other turns are never reused
+    items = [{"prompt": p, "sample": j, "seed": args.seed + n, "system_prompt": sampling_system_prompt(j, args, data_args)}
+             for n, (p, j) in enumerate((p, j) for j in range(k) for p in prompts)]
     state = {}
 
     def work(chunk):
@@ -94,7 +127,8 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
                 load_in_4bit=model_args.load_in_4bit,
                 trust_remote_code=args.trust_remote_code,
             )
-        texts = format_prompts([c["prompt"] for c in chunk], args.template, state["tokenizer"], system_prompt=args.system_prompt)
+        texts = [format_prompts([c["prompt"]], args.template, state["tokenizer"], system_prompt=c["system_prompt"])[0]
+                 for c in chunk]
         responses = generate_batched(
             state["model"], state["tokenizer"], texts,
             max_new_tokens=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
@@ -137,6 +171,7 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
 
     start = time.time()
     check_reward_names(args.rewards or [], args.reward_models)
+    check_sampling_styles(args, data_args)
     names = [reward_display_name(r) for r in args.rewards]
     timings = {}
     scorers = None
@@ -172,6 +207,11 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
         tokenizer = load_tokenizer(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code)
         # where each row came from: the dataset, or the j-th sample of its prompt
         systems = ["dataset"] * len(prompts) if source == "dataset" else [f"sample_{i // len(unique)}" for i in range(len(prompts))]
+        if data_args.offtopic_responses_per_prompt:
+            extra = offtopic_rows(prompts, responses, data_args.offtopic_responses_per_prompt, args.seed)
+            prompts, responses = prompts + extra[0], responses + extra[1]
+            systems = systems + ["offtopic"] * len(extra[0])
+            source += f", plus {data_args.offtopic_responses_per_prompt} off-topic response(s) per prompt"
 
     keep, dropped = length_filter(prompts, responses, tokenizer, data_args)
     prompts, responses, systems = [prompts[i] for i in keep], [responses[i] for i in keep], [systems[i] for i in keep]
@@ -215,7 +255,9 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
                     "score_range_quantile": args.score_range_quantile, "num_rows": len(prompts)}
     write_json(out / "reward_stats.json", reward_stats)
 
-    correlation = np.corrcoef(raw.T).tolist() if len(names) > 1 and len(prompts) > 2 else None
+    from .evaluation import pearson_matrix
+
+    correlation = pearson_matrix(raw) if len(names) > 1 and len(prompts) > 2 else None
 
     summary = {
         "source": source,
@@ -227,6 +269,10 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
         "raw_mean": dict(zip(names, raw.mean(0).tolist())),
         "raw_std": dict(zip(names, raw.std(0).tolist())),
         "pearson": correlation,
+        "raw_mean_by_source": {
+            src: dict(zip(names, raw[[i for i, x in enumerate(systems) if x == src]].mean(0).tolist()))
+            for src in dict.fromkeys(systems)
+        } if 1 < len(set(systems)) <= 16 else None,
         "generation": sample_stats,
         "timings": {**timings, "total_seconds": round(time.time() - start, 1)},
     }

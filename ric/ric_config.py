@@ -100,6 +100,21 @@ class RiCDataConfig:
     num_responses_per_prompt: int = field(
         default=2, metadata={"help": "Responses sampled per prompt when the data has prompts only."}
     )
+    sampling_system_prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "chat template only, prompts-only data: system turns used while sampling the offline responses, "
+            "sample j of each prompt under entry j mod N, so that the data comes from a mixture of behaviours as "
+            "HH-RLHF's does. They shape the data only: training and generation prompts never contain them."
+        },
+    )
+    offtopic_responses_per_prompt: int = field(
+        default=0,
+        metadata={
+            "help": "Prompts-only data: also pair every prompt with this many responses sampled for other prompts "
+            "(seeded draw), scored against it like any row, so the data holds answers that miss the question."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep at most this many training rows (after filters); None keeps all."}
     )
@@ -116,6 +131,13 @@ class RiCDataConfig:
     def __post_init__(self):
         if self.num_responses_per_prompt < 1:
             raise ValueError(f"num_responses_per_prompt must be >= 1, got {self.num_responses_per_prompt}")
+        if self.sampling_system_prompts is not None:
+            if isinstance(self.sampling_system_prompts, str):
+                self.sampling_system_prompts = [self.sampling_system_prompts]
+            if not self.sampling_system_prompts or not all(isinstance(x, str) for x in self.sampling_system_prompts):
+                raise ValueError("sampling_system_prompts: give a non-empty list of strings, or leave it out")
+        if self.offtopic_responses_per_prompt < 0:
+            raise ValueError(f"offtopic_responses_per_prompt must be >= 0, got {self.offtopic_responses_per_prompt}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples must be >= 1 or null, got {self.max_train_samples}")
 

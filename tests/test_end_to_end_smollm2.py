@@ -1,8 +1,10 @@
 """End to end on the real bundled SmolLM2-135M-Instruct at tiny sizes: prompts only -> sampled
 responses -> scores -> LoRA SFT -> Pareto evaluation -> generation with a preference."""
 
+import csv
 import json
 
+import numpy as np
 import yaml
 
 from ric.cli import main
@@ -12,7 +14,8 @@ from ric.models import BUNDLED_MODEL
 def test_bundled_smollm2_prepare_train_evaluate_generate(tmp_path, capsys):
     prompts = ["How do I brew green tea?", "Give me a tip for sleeping well.", "What is a good name for a cat?"]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    (tmp_path / "eval.jsonl").write_text(json.dumps({"prompt": "How can I stay focused while studying?"}) + "\n")
+    held_out = ["How can I stay focused while studying?", "Do you like rainy days?", "What should I cook tonight?"]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in held_out))
     recipe = {
         "model_name_or_path": BUNDLED_MODEL,
         "dataset_name": str(tmp_path / "train.jsonl"),
@@ -44,6 +47,13 @@ def test_bundled_smollm2_prepare_train_evaluate_generate(tmp_path, capsys):
     assert [p["preference"] for p in pareto["points"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     for p in pareto["points"]:
         assert -1 <= p["mean"]["positivity"] <= 1 and -1 <= p["mean"]["relevance"] <= 1
+    # the objectives' correlation on the base model's own answers, from the rows in base.csv
+    with open(run / "eval/base.csv", newline="") as handle:
+        base = list(csv.DictReader(handle))
+    assert len(base) == 3
+    expected = np.corrcoef([float(r["obtained_positivity"]) for r in base], [float(r["obtained_relevance"]) for r in base])
+    got = np.array(pareto["base"]["pearson"], dtype=float)  # null (constant scores) reads as nan
+    assert np.allclose(got, expected, atol=1e-3, equal_nan=True)
     capsys.readouterr()
     assert main(["generate", str(run), "--preference", "0.2,0.8", "How do I brew green tea?", "--max_new_tokens", "8"]) == 0
     out = capsys.readouterr()

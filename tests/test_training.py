@@ -76,3 +76,71 @@ def test_training_changes_lora_and_reloads_to_identical_logits(prepared, smol_to
         plain = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)(**batch).logits
     assert torch.allclose(expected, got, atol=1e-5)
     assert not torch.allclose(plain, got, atol=1e-4), "the adapter must change the model's output"
+
+
+def test_sampling_system_prompts_shape_the_samples_not_the_training_prompts(tiny_recipe, tmp_path, smol_tokenizer):
+    import yaml
+
+    styles = ["Answer cheerfully.", "Answer gloomily."]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Do you like rain?", "Is tea good?", "Name a fruit."]))
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe.update(dataset_name=str(prompts), num_responses_per_prompt=3, sampling_system_prompts=styles)
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    from ric.cli import main
+
+    assert main(["prepare", str(tiny_recipe)]) == 0
+    (model_args, data_args, args, _), _ = parse_run_args([], str(tiny_recipe))
+    summary = json.loads((tmp_path / "run/data/prepare_stats.json").read_text())
+
+    sampled = [json.loads(line) for f in sorted((tmp_path / "run/data/samples").glob("chunk_*.jsonl"))
+               for line in f.read_text().splitlines()]
+    assert len(sampled) == 9
+    assert all(row["system_prompt"] == styles[row["sample"] % 2] for row in sampled)
+    assert set(summary["raw_mean_by_source"]) == {"sample_0", "sample_1", "sample_2"}
+    train, _, _ = load_prepared(args.output_dir)
+    dataset = build_sft_dataset(train, "chat", smol_tokenizer)
+    assert not any(style in p for p in dataset["prompt"] for style in styles)
+
+    # the same run directory refuses other styles (its samples were drawn under these ones)
+    recipe["sampling_system_prompts"] = ["Answer angrily."]
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    assert main(["prepare", str(tiny_recipe)]) == 2
+
+
+def test_sampling_system_prompts_need_the_chat_template(tiny_recipe, tmp_path):
+    import yaml
+
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe.update(model_name_or_path=str(tmp_path / "no-such-model"), template="assistant",
+                  sampling_system_prompts=["Answer cheerfully."])
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    (model_args, data_args, args, _), _ = parse_run_args([], str(tiny_recipe))
+    with pytest.raises(ValueError, match="sampling_system_prompts: only the chat template"):
+        prepare(args.output_dir, model_args, data_args, args, progress=False)
+
+
+def test_offtopic_rows_pair_each_prompt_with_other_prompts_answers(tiny_recipe):
+    from ric.prepare import offtopic_rows
+
+    prompts = ["a?", "a?", "b?", "c?"]
+    responses = ["A1", "A2", "B1", "C1"]
+    new_prompts, new_responses = offtopic_rows(prompts, responses, 2, seed=0)
+    assert new_prompts == ["a?", "a?", "b?", "b?", "c?", "c?"]
+    for p, r in zip(new_prompts, new_responses):
+        assert r in responses and not r.startswith(p[0].upper())
+    assert offtopic_rows(prompts, responses, 2, seed=0) == (new_prompts, new_responses)
+    with pytest.raises(ValueError, match="offtopic_responses_per_prompt"):
+        offtopic_rows(["a?", "a?"], ["x", "y"], 1, seed=0)
+
+    # through prepare: the extra rows are scored against their new prompt and marked as such
+    (model_args, data_args, args, _), _ = parse_run_args(["--offtopic_responses_per_prompt", "1"], str(tiny_recipe))
+    summary = prepare(args.output_dir, model_args, data_args, args, progress=False)
+    train, _, _ = load_prepared(args.output_dir)
+    assert summary["rows"] == len(train) == 16 and "off-topic" in summary["source"]
+    extra = [i for i, s in enumerate(train["source"]) if s == "offtopic"]
+    assert len(extra) == 8
+    answers = dict(zip(train["prompt"][:8], train["response"][:8]))
+    for i in extra:
+        assert train["response"][i] in answers.values() and answers[train["prompt"][i]] != train["response"][i]
+    assert set(summary["raw_mean_by_source"]) == {"dataset", "offtopic"}
