@@ -88,8 +88,9 @@ def main():
     parser.add_argument("--run_dir", default=str(ROOT / "runs/demo-bench"))
     a = parser.parse_args()
     result = {"tag_use": tag_use(Path(a.run_dir)), "synthetic": synthetic()}
-    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/tag_probe.json").write_text(json.dumps(result, indent=2) + "\n")
+    from ric.io import write_json
+
+    write_json(ROOT / "bench/results/tag_probe.json", result)
     print(json.dumps(result, indent=2))
 
 
