@@ -87,7 +87,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--run_dir", default=str(ROOT / "runs/demo-bench"))
     a = parser.parse_args()
-    result = {"tag_use": tag_use(Path(a.run_dir)), "synthetic": synthetic()}
+    result = {"run_dir": a.run_dir, "tag_use": tag_use(Path(a.run_dir)), "synthetic": synthetic()}
     from ric.io import write_json
 
     write_json(ROOT / "bench/results/tag_probe.json", result)
