@@ -154,19 +154,30 @@ class ComputeMeter:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            return False
         from accelerate import PartialState
 
         if not PartialState().is_main_process:
             return False
         data = read_json(self.path) if self.path.exists() else {"stages": {}}
+        wall, cpu = round(time.time() - self._wall, 1), round(time.process_time() - self._cpu, 1)
+        if exc_type is not None:
+            # a stage that fails or is interrupted (Ctrl-C) keeps its time; the resumed run adds it in
+            spent = data.setdefault("interrupted", {}).setdefault(self.stage, {"wall_seconds": 0.0, "cpu_seconds": 0.0, "runs": 0})
+            spent["wall_seconds"] = round(spent["wall_seconds"] + wall, 1)
+            spent["cpu_seconds"] = round(spent["cpu_seconds"] + cpu, 1)
+            spent["runs"] += 1
+            write_json(self.path, data)
+            return False
+        earlier = data.get("interrupted", {}).pop(self.stage, None)
         data["stages"][self.stage] = {
-            "wall_seconds": round(time.time() - self._wall, 1),
-            "cpu_seconds": round(time.process_time() - self._cpu, 1),
+            "wall_seconds": round(wall + (earlier["wall_seconds"] if earlier else 0), 1),
+            "cpu_seconds": round(cpu + (earlier["cpu_seconds"] if earlier else 0), 1),
             "optimizer_steps": int(self.steps),
             "generated_tokens": int(self.generated_tokens),
+            **({"interrupted_runs": earlier["runs"]} if earlier else {}),
         }
+        if not data.get("interrupted"):
+            data.pop("interrupted", None)
         stages = data["stages"].values()
         data["total"] = {k: round(sum(s[k] for s in stages), 1) for k in ("wall_seconds", "cpu_seconds", "optimizer_steps", "generated_tokens")}
         write_json(self.path, data)

@@ -1,3 +1,6 @@
+import json
+import time
+
 import pytest
 
 from ric.chunks import ChunkStore, run_chunked
@@ -50,3 +53,24 @@ def test_chunks_of_another_work_list_are_refused(tmp_path):
     run_chunked(tmp_path, [{"i": 1}], 2, lambda c: c, progress=False)
     with pytest.raises(RuntimeError, match="different work list"):
         run_chunked(tmp_path, [{"i": 2}], 2, lambda c: c, progress=False)
+
+
+def test_compute_of_an_interrupted_stage_is_added_to_its_resumed_run(tmp_path):
+    from ric.io import ComputeMeter
+
+    with pytest.raises(KeyboardInterrupt):
+        with ComputeMeter(tmp_path, "train"):
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+    first = json.loads((tmp_path / "compute.json").read_text())
+    assert first["interrupted"]["train"]["runs"] == 1 and first["interrupted"]["train"]["wall_seconds"] >= 0.2
+    assert "train" not in first["stages"]
+
+    with ComputeMeter(tmp_path, "train") as meter:
+        time.sleep(0.1)
+        meter.steps, meter.generated_tokens = 7, 0
+    done = json.loads((tmp_path / "compute.json").read_text())
+    assert "interrupted" not in done
+    train = done["stages"]["train"]
+    assert train["interrupted_runs"] == 1 and train["optimizer_steps"] == 7
+    assert train["wall_seconds"] >= 0.3 and done["total"]["wall_seconds"] == train["wall_seconds"]
