@@ -70,9 +70,12 @@ def recipe_dataclasses(recipe: str | None) -> tuple:
 
 
 def _split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Accept `ric run recipe.yaml ...` as well as `ric run --config recipe.yaml ...`."""
+    """Accept `ric run recipe.yaml ...` as well as `ric run --config recipe.yaml ...`: (recipe, the rest)."""
     if argv and not argv[0].startswith("-"):
         return argv[0], argv[1:]
+    if "--config" in argv[:-1]:  # a bare trailing --config is left for parse_recipe to refuse
+        i = argv.index("--config")
+        return argv[i + 1], argv[:i] + argv[i + 2:]
     return None, argv
 
 
@@ -273,8 +276,7 @@ def _parse_diffusion(argv, recipe=None):
     from .parser import parse_recipe
 
     r, rest = _split_recipe(argv)
-    (_, cfg), effective = parse_recipe(recipe_dataclasses(recipe or r or (argv[argv.index("--config") + 1] if "--config" in argv else None)),
-                                       rest, recipe or r)
+    (_, cfg), effective = parse_recipe(recipe_dataclasses(recipe or r), rest, recipe or r)
     return cfg, effective
 
 
@@ -314,7 +316,7 @@ def cmd_run(argv):
     from .ric_trainer import train
 
     recipe, _ = _split_recipe(argv)
-    method = recipe_method(recipe or (argv[argv.index("--config") + 1] if "--config" in argv else None))
+    method = recipe_method(recipe)
     if method == "diffusion":
         return run_diffusion(argv)
     if method in ("morlhf", "soups"):

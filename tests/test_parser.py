@@ -96,3 +96,16 @@ def test_missing_recipe_file(tmp_path):
 
 def test_check_recipe_accepts_env_and_known_keys():
     check_recipe({"env": {"A": "1"}, "lora_r": 4, "report_to": ["none"], "method": "ric"}, recipe_dataclasses(None))
+
+
+def test_config_flag_picks_the_recipes_method_like_a_positional_recipe(tmp_path):
+    from ric.cli import _split_recipe, _start
+    from ric.morlhf_config import MORLHFConfig
+
+    assert _split_recipe(["--config", "r.yaml", "--max_steps", "3"]) == ("r.yaml", ["--max_steps", "3"])
+    assert _split_recipe(["r.yaml", "--max_steps", "3"]) == ("r.yaml", ["--max_steps", "3"])
+    assert _split_recipe(["--max_steps", "3", "--config"]) == (None, ["--max_steps", "3", "--config"])
+    recipe = str(ROOT / "recipes/demo/morlhf.yaml")
+    for argv in (["--config", recipe], [recipe]):
+        _, _, args, _, _ = _start(argv + ["--output_dir", str(tmp_path / "run")])
+        assert isinstance(args, MORLHFConfig) and args.morlhf_num_points == 5
