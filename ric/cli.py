@@ -97,9 +97,8 @@ def check_run_dir(run_dir: Path, effective: dict) -> None:
         return
     previous = load_yaml(recorded)
     for key in ("rewards", "template", "model_name_or_path", "dataset_name", "sampling_system_prompts"):
-        # sampling_system_prompts left out means none: the samples were drawn without them
-        optional = key == "sampling_system_prompts"
-        if not optional and (key not in previous or key not in effective):
+        # a key left out is not compared, except the sampling turns: left out means none
+        if key != "sampling_system_prompts" and (key not in previous or key not in effective):
             continue
         if previous.get(key) != effective.get(key):
             raise RecipeError(

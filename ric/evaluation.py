@@ -21,7 +21,7 @@ import numpy as np
 from .chunks import run_chunked
 from .generation import format_prompts, generate_batched, load_policy, resolve_adapter
 from .io import RunState, atomic_write_csv, write_json
-from .pareto import hypervolume, pareto_front, preference_following
+from .pareto import hypervolume, pareto_front, pearson_matrix, preference_following
 from .preference import preference_grid, preference_to_targets
 from .run_info import RunInfo, load_run_info
 
@@ -54,13 +54,6 @@ def generate_grid(model, tokenizer, info: RunInfo, prompts, targets, gen_dir: Pa
 
     chunk = max(settings.get("batch_size", 32) * 2, 1)
     return run_chunked(gen_dir, items, chunk, work, "evaluating grid", progress)
-
-
-def pearson_matrix(raw: np.ndarray) -> list[list[float | None]]:
-    """Pearson correlations between the columns of `raw`; None where a column is constant."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        matrix = np.corrcoef(raw.T)
-    return [[float(v) if np.isfinite(v) else None for v in row] for row in matrix]
 
 
 def generate_base(model, tokenizer, info: RunInfo, prompts, gen_dir: Path, settings: dict, progress=True, stats=None):

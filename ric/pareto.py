@@ -93,3 +93,10 @@ def preference_following(weights, obtained) -> list[float]:
             continue
         result.append(float(spearmanr(w[:, i], r[:, i]).statistic))
     return result
+
+
+def pearson_matrix(raw: np.ndarray) -> list[list[float | None]]:
+    """Pearson correlations between the columns of `raw`; None where a column is constant."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.corrcoef(raw.T)
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in matrix]

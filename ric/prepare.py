@@ -21,6 +21,7 @@ import numpy as np
 
 from .data import load_table, require_columns
 from .io import RunState, atomic_save_dataset, write_json
+from .pareto import pearson_matrix
 from .run_info import RewardStats, score_range
 
 logger = logging.getLogger(__name__)
@@ -108,8 +109,9 @@ def check_sampling_styles(args, data_args) -> None:
 
 def sample_base_responses(run_dir, prompts, model_args, args, data_args, progress=True):
     """k responses per prompt from the base model, unconditioned, in resumable chunks."""
-    from .generation import format_prompts, generate_batched
+    from .generation import generate_batched
     from .models import load_causal_lm, load_tokenizer
+    from .score_tags import add_score_tags
 
     k = data_args.num_responses_per_prompt
     # the system turn is part of each work item, so chunks drawn under other turns are never reused
@@ -127,8 +129,7 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
                 load_in_4bit=model_args.load_in_4bit,
                 trust_remote_code=args.trust_remote_code,
             )
-        texts = [format_prompts([c["prompt"]], args.template, state["tokenizer"], system_prompt=c["system_prompt"])[0]
-                 for c in chunk]
+        texts = [add_score_tags(c["prompt"], None, args.template, state["tokenizer"], c["system_prompt"]) for c in chunk]
         responses = generate_batched(
             state["model"], state["tokenizer"], texts,
             max_new_tokens=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
@@ -254,8 +255,6 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
     reward_stats = {"rewards": names, **stats.to_dict(), "score_low": low, "score_high": high,
                     "score_range_quantile": args.score_range_quantile, "num_rows": len(prompts)}
     write_json(out / "reward_stats.json", reward_stats)
-
-    from .evaluation import pearson_matrix
 
     correlation = pearson_matrix(raw) if len(names) > 1 and len(prompts) > 2 else None
 
