@@ -96,9 +96,10 @@ def check_run_dir(run_dir: Path, effective: dict) -> None:
     if not recorded.exists():
         return
     previous = load_yaml(recorded)
-    for key in ("rewards", "template", "model_name_or_path", "dataset_name", "sampling_system_prompts"):
-        # a key left out is not compared, except the sampling turns: left out means none
-        if key != "sampling_system_prompts" and (key not in previous or key not in effective):
+    sampling = ("sampling_system_prompts", "sampling_max_completion_lengths")
+    for key in ("rewards", "template", "model_name_or_path", "dataset_name", *sampling):
+        # a key left out is not compared, except the sampling settings: left out means none
+        if key not in sampling and (key not in previous or key not in effective):
             continue
         if previous.get(key) != effective.get(key):
             raise RecipeError(
@@ -138,7 +139,10 @@ def _print_prepare(summary, run_dir):
         print(f"dropped: {summary['dropped']}")
     if summary.get("pearson"):
         names = summary["rewards"]
-        pairs = [f"{names[i]}/{names[j]} {summary['pearson'][i][j]:+.3f}" for i in range(len(names)) for j in range(i + 1, len(names))]
+        def show(r):
+            return "undefined (a reward is constant)" if r is None else f"{r:+.3f}"
+
+        pairs = [f"{names[i]}/{names[j]} {show(summary['pearson'][i][j])}" for i in range(len(names)) for j in range(i + 1, len(names))]
         print("Pearson correlation of raw rewards: " + ", ".join(pairs))
 
 

@@ -82,6 +82,15 @@ def sampling_system_prompt(sample: int, args, data_args) -> str | None:
     return styles[sample % len(styles)] if styles else args.system_prompt
 
 
+def sampling_budget(sample: int, args, data_args) -> int:
+    """The token budget of the `sample`-th response of every prompt: entry (sample // S) mod N, S system turns."""
+    lengths = data_args.sampling_max_completion_lengths
+    if not lengths:
+        return args.max_completion_length
+    turns = len(data_args.sampling_system_prompts or [None])
+    return lengths[(sample // turns) % len(lengths)]
+
+
 def offtopic_rows(prompts, responses, per_prompt: int, seed: int):
     """Pair every prompt with `per_prompt` responses drawn (seeded) from other prompts' rows."""
     rng = np.random.default_rng(seed)
@@ -115,7 +124,8 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
 
     k = data_args.num_responses_per_prompt
     # the system turn is part of each work item, so chunks drawn under other turns are never reused
-    items = [{"prompt": p, "sample": j, "seed": args.seed + n, "system_prompt": sampling_system_prompt(j, args, data_args)}
+    items = [{"prompt": p, "sample": j, "seed": args.seed + n, "system_prompt": sampling_system_prompt(j, args, data_args),
+              "max_new_tokens": sampling_budget(j, args, data_args)}
              for n, (p, j) in enumerate((p, j) for j in range(k) for p in prompts)]
     state = {}
 
@@ -129,13 +139,19 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
                 load_in_4bit=model_args.load_in_4bit,
                 trust_remote_code=args.trust_remote_code,
             )
-        texts = [add_score_tags(c["prompt"], None, args.template, state["tokenizer"], c["system_prompt"]) for c in chunk]
-        responses = generate_batched(
-            state["model"], state["tokenizer"], texts,
-            max_new_tokens=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
-            batch_size=args.generation_batch_size, seed=chunk[0]["seed"], template=args.template,
-            progress=progress, desc="sampling base responses", stats=state.setdefault("stats", {}),
-        )
+        responses = [None] * len(chunk)
+        for budget in dict.fromkeys(c["max_new_tokens"] for c in chunk):  # one generate call per budget
+            index = [i for i, c in enumerate(chunk) if c["max_new_tokens"] == budget]
+            texts = [add_score_tags(chunk[i]["prompt"], None, args.template, state["tokenizer"], chunk[i]["system_prompt"])
+                     for i in index]
+            out = generate_batched(
+                state["model"], state["tokenizer"], texts,
+                max_new_tokens=budget, temperature=args.temperature, top_p=args.top_p,
+                batch_size=args.generation_batch_size, seed=chunk[index[0]]["seed"], template=args.template,
+                progress=progress, desc="sampling base responses", stats=state.setdefault("stats", {}),
+            )
+            for i, r in zip(index, out):
+                responses[i] = r
         return [{**c, "response": r} for c, r in zip(chunk, responses)]
 
     from .chunks import run_chunked

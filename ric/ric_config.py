@@ -108,6 +108,14 @@ class RiCDataConfig:
             "HH-RLHF's does. They shape the data only: training and generation prompts never contain them."
         },
     )
+    sampling_max_completion_lengths: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts-only data: token budgets used while sampling the offline responses (an answer cut by its "
+            "budget loses its unfinished last sentence), so the data holds short and long answers. With S system turns, "
+            "sample j is drawn with entry (j // S) mod N: k = S x N samples cover every turn with every budget."
+        },
+    )
     offtopic_responses_per_prompt: int = field(
         default=0,
         metadata={
@@ -136,6 +144,15 @@ class RiCDataConfig:
                 self.sampling_system_prompts = [self.sampling_system_prompts]
             if not self.sampling_system_prompts or not all(isinstance(x, str) for x in self.sampling_system_prompts):
                 raise ValueError("sampling_system_prompts: give a non-empty list of strings, or leave it out")
+        if self.sampling_max_completion_lengths is not None:
+            lengths = self.sampling_max_completion_lengths
+            if isinstance(lengths, int):
+                lengths = self.sampling_max_completion_lengths = [lengths]
+            if not lengths or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in lengths):
+                raise ValueError(
+                    f"sampling_max_completion_lengths: give a non-empty list of token counts >= 1 (got {lengths!r}), "
+                    "or leave it out to sample every answer with max_completion_length"
+                )
         if self.offtopic_responses_per_prompt < 0:
             raise ValueError(f"offtopic_responses_per_prompt must be >= 0, got {self.offtopic_responses_per_prompt}")
         if self.max_train_samples is not None and self.max_train_samples < 1:

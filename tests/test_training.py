@@ -108,6 +108,47 @@ def test_sampling_system_prompts_shape_the_samples_not_the_training_prompts(tiny
     assert main(["prepare", str(tiny_recipe)]) == 2
 
 
+def test_sampling_budgets_cross_the_system_turns(tiny_recipe, tmp_path, smol_tokenizer):
+    import yaml
+
+    styles = ["Answer cheerfully.", "Answer gloomily."]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Do you like rain?", "Is tea good?", "Name a fruit."]))
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe.update(dataset_name=str(prompts), num_responses_per_prompt=4, sampling_system_prompts=styles,
+                  sampling_max_completion_lengths=[1, 12], min_response_tokens=1)
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    from ric.cli import main
+
+    assert main(["prepare", str(tiny_recipe)]) == 0
+    sampled = [json.loads(line) for f in sorted((tmp_path / "run/data/samples").glob("chunk_*.jsonl"))
+               for line in f.read_text().splitlines()]
+    assert len(sampled) == 12
+    # every turn meets every budget: (turn, budget) = (j mod 2, (j // 2) mod 2)
+    assert {(row["sample"], row["system_prompt"], row["max_new_tokens"]) for row in sampled} == {
+        (0, styles[0], 1), (1, styles[1], 1), (2, styles[0], 12), (3, styles[1], 12)}
+    length = {b: [len(smol_tokenizer(r["response"], add_special_tokens=False)["input_ids"])
+                  for r in sampled if r["max_new_tokens"] == b] for b in (1, 12)}
+    # (a decoded token can re-encode as a few)
+    assert max(length[1]) <= 3 and sum(length[12]) > 2 * sum(length[1])
+
+    # the run directory refuses other budgets (its samples were drawn with these)
+    recipe["sampling_max_completion_lengths"] = [1, 24]
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    assert main(["prepare", str(tiny_recipe)]) == 2
+
+
+@pytest.mark.parametrize("bad", [[0, 8], [], [2.5], [True]])
+def test_bad_sampling_budgets_are_refused(tiny_recipe, bad):
+    import yaml
+
+    recipe = yaml.safe_load(tiny_recipe.read_text())
+    recipe["sampling_max_completion_lengths"] = bad
+    tiny_recipe.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match="sampling_max_completion_lengths"):
+        parse_run_args([], str(tiny_recipe))
+
+
 def test_sampling_system_prompts_need_the_chat_template(tiny_recipe, tmp_path):
     import yaml
 
