@@ -76,19 +76,26 @@ def generate_batched(
     desc: str = "generating",
     stats: dict | None = None,
     trim_truncated: bool = True,
-) -> list[str]:
+    cuts: Sequence[int] | None = None,
+) -> list[str] | list[list[str]]:
     """Generate one response per prompt (already formatted), batched with left padding.
 
     Prompts are sorted by token length so that batches carry little padding; outputs come back in
     input order. A response cut by `max_new_tokens` loses its unfinished last sentence when
     `trim_truncated` is on. `stats`, when given, receives `generated_tokens`, `sequences` and
     `truncated` (how many hit the limit).
+
+    With `cuts` (token budgets, each <= `max_new_tokens`), every prompt gets one response per cut
+    instead: the same draw stopped after that many new tokens, finished as a response cut by its
+    budget would be (what a run with that budget and the same random stream would have produced).
     """
     import torch
 
     prompts = list(prompts)
     if not prompts:
         return []
+    if cuts is not None and (not cuts or max(cuts) > max_new_tokens or min(cuts) < 1):
+        raise ValueError(f"cuts must be token counts between 1 and max_new_tokens ({max_new_tokens}), got {list(cuts)}")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -121,12 +128,11 @@ def generate_batched(
             ids = row.tolist()
             end = next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))
             generated += end
-            text = clean_response(tokenizer.decode(ids[:end], skip_special_tokens=True), template)
-            if end == len(ids) and len(ids) >= max_new_tokens:
-                truncated += 1
-                if trim_truncated:
-                    text = trim_to_sentence(text)
-            outputs[i] = text
+            truncated += end == len(ids) and len(ids) >= max_new_tokens
+            if cuts is None:
+                outputs[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
+            else:
+                outputs[i] = [_finish(tokenizer, ids[:cut], min(end, cut), cut, template, trim_truncated) for cut in cuts]
     if was_training:
         model.train()
     if stats is not None:
@@ -134,6 +140,14 @@ def generate_batched(
         stats["sequences"] = stats.get("sequences", 0) + len(prompts)
         stats["truncated"] = stats.get("truncated", 0) + truncated
     return outputs  # type: ignore[return-value]
+
+
+def _finish(tokenizer, ids: list[int], end: int, budget: int, template: str, trim_truncated: bool) -> str:
+    """Decode the tokens before `end` (the first eos); a response cut by `budget` loses its unfinished sentence."""
+    text = clean_response(tokenizer.decode(ids[:end], skip_special_tokens=True), template)
+    if trim_truncated and end == len(ids) and len(ids) >= budget:
+        text = trim_to_sentence(text)
+    return text
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

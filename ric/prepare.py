@@ -117,16 +117,28 @@ def check_sampling_styles(args, data_args) -> None:
 
 
 def sample_base_responses(run_dir, prompts, model_args, args, data_args, progress=True):
-    """k responses per prompt from the base model, unconditioned, in resumable chunks."""
+    """k responses per prompt from the base model, unconditioned, in resumable chunks.
+
+    Rows come back sample-major (every prompt's sample 0, then sample 1, ...). The samples of one
+    prompt drawn under the same system turn with different budgets (`sampling_max_completion_lengths`)
+    share one draw: each budget keeps that draw's first tokens, so such rows differ by length only.
+    """
     from .generation import generate_batched
     from .models import load_causal_lm, load_tokenizer
     from .score_tags import add_score_tags
 
     k = data_args.num_responses_per_prompt
-    # the system turn is part of each work item, so chunks drawn under other turns are never reused
-    items = [{"prompt": p, "sample": j, "seed": args.seed + n, "system_prompt": sampling_system_prompt(j, args, data_args),
-              "max_new_tokens": sampling_budget(j, args, data_args)}
-             for n, (p, j) in enumerate((p, j) for j in range(k) for p in prompts)]
+    turns = len(data_args.sampling_system_prompts or [None])
+    lengths = data_args.sampling_max_completion_lengths or [args.max_completion_length]
+    # sample j = turn + S * (budget + N * replicate); one draw per (turn, replicate) serves every budget
+    draws: dict[tuple[int, int], list[int]] = {}
+    for j in range(k):
+        draws.setdefault((j % turns, j // (turns * len(lengths))), []).append(j)
+    # the system turn and budgets are part of each work item, so chunks drawn with other settings are never reused
+    items = [{"prompt": p, "samples": samples, "seed": args.seed + n,
+              "system_prompt": sampling_system_prompt(samples[0], args, data_args),
+              "budgets": [sampling_budget(j, args, data_args) for j in samples]}
+             for n, (p, samples) in enumerate((p, samples) for samples in draws.values() for p in prompts)]
     state = {}
 
     def work(chunk):
@@ -139,24 +151,27 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
                 load_in_4bit=model_args.load_in_4bit,
                 trust_remote_code=args.trust_remote_code,
             )
-        responses = [None] * len(chunk)
-        for budget in dict.fromkeys(c["max_new_tokens"] for c in chunk):  # one generate call per budget
-            index = [i for i, c in enumerate(chunk) if c["max_new_tokens"] == budget]
-            texts = [add_score_tags(chunk[i]["prompt"], None, args.template, state["tokenizer"], chunk[i]["system_prompt"])
-                     for i in index]
+        rows = []
+        for budgets in dict.fromkeys(tuple(c["budgets"]) for c in chunk):  # one generate call per budget set
+            group = [c for c in chunk if tuple(c["budgets"]) == budgets]
+            texts = [add_score_tags(c["prompt"], None, args.template, state["tokenizer"], c["system_prompt"]) for c in group]
             out = generate_batched(
                 state["model"], state["tokenizer"], texts,
-                max_new_tokens=budget, temperature=args.temperature, top_p=args.top_p,
-                batch_size=args.generation_batch_size, seed=chunk[index[0]]["seed"], template=args.template,
+                max_new_tokens=max(budgets), temperature=args.temperature, top_p=args.top_p,
+                batch_size=args.generation_batch_size, seed=group[0]["seed"], template=args.template,
                 progress=progress, desc="sampling base responses", stats=state.setdefault("stats", {}),
+                cuts=list(budgets),
             )
-            for i, r in zip(index, out):
-                responses[i] = r
-        return [{**c, "response": r} for c, r in zip(chunk, responses)]
+            for c, responses in zip(group, out):
+                rows += [{"prompt": c["prompt"], "sample": j, "system_prompt": c["system_prompt"], "max_new_tokens": b,
+                          "response": r} for j, b, r in zip(c["samples"], budgets, responses)]
+        return rows
 
     from .chunks import run_chunked
 
     rows = run_chunked(data_dir(run_dir) / "samples", items, args.online_chunk_size, work, "sample chunks", progress)
+    position = {p: n for n, p in enumerate(prompts)}
+    rows.sort(key=lambda r: (r["sample"], position[r["prompt"]]))
     return [r["prompt"] for r in rows], [r["response"] for r in rows], state.get("stats", {})
 
 

@@ -113,7 +113,8 @@ class RiCDataConfig:
         metadata={
             "help": "Prompts-only data: token budgets used while sampling the offline responses (an answer cut by its "
             "budget loses its unfinished last sentence), so the data holds short and long answers. With S system turns, "
-            "sample j is drawn with entry (j // S) mod N: k = S x N samples cover every turn with every budget."
+            "sample j is drawn with entry (j // S) mod N: k = S x N samples cover every turn with every budget. The "
+            "samples of a prompt under one turn share their draw, cut at each budget, so they differ by length only."
         },
     )
     offtopic_responses_per_prompt: int = field(

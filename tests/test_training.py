@@ -131,6 +131,12 @@ def test_sampling_budgets_cross_the_system_turns(tiny_recipe, tmp_path, smol_tok
                   for r in sampled if r["max_new_tokens"] == b] for b in (1, 12)}
     # (a decoded token can re-encode as a few)
     assert max(length[1]) <= 3 and sum(length[12]) > 2 * sum(length[1])
+    # one draw per (prompt, turn): the short answer is the long one's beginning
+    by_key = {(r["prompt"], r["system_prompt"], r["max_new_tokens"]): r["response"] for r in sampled}
+    pairs = [(by_key[(p, t, 1)], by_key[(p, t, 12)]) for p, t, b in by_key if b == 1]
+    assert len(pairs) == 6 and all(long.startswith(short) for short, long in pairs)
+    train, _, _ = load_prepared(tmp_path / "run")
+    assert len(train) == 12
 
     # the run directory refuses other budgets (its samples were drawn with these)
     recipe["sampling_max_completion_lengths"] = [1, 24]
@@ -185,3 +191,19 @@ def test_offtopic_rows_pair_each_prompt_with_other_prompts_answers(tiny_recipe):
     for i in extra:
         assert train["response"][i] in answers.values() and answers[train["prompt"][i]] != train["response"][i]
     assert set(summary["raw_mean_by_source"]) == {"dataset", "offtopic"}
+
+
+def test_generation_cuts_equal_runs_stopped_at_that_budget(tiny_model_dir, smol_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from ric.generation import generate_batched
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    prompts = ["Do you like rain?", "Is tea good?", "Name a fruit, please."]
+    kwargs = dict(batch_size=2, seed=3, template="chat", progress=False)
+    cut = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=9, cuts=[2, 9], **kwargs)
+    for n, budget in enumerate((2, 9)):
+        alone = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=budget, **kwargs)
+        assert [c[n] for c in cut] == alone
+    with pytest.raises(ValueError, match="cuts must be token counts between 1 and max_new_tokens"):
+        generate_batched(model, smol_tokenizer, prompts, max_new_tokens=4, cuts=[8], **kwargs)
