@@ -1,7 +1,10 @@
-"""RiC against MORLHF and Rewarded Soups on the demo task, same evaluation prompts; one plot and a
+"""RiC against MORLHF and Rewarded Soups on the positivity/relevance demo task
+(recipes/demo/ric_relevance.yaml, morlhf.yaml, soups.yaml), same evaluation prompts; one plot and a
 table with hypervolume, preference-following and compute. Writes bench/results/compare.{json,md,png}.
 
-    python bench/bench_compare.py [--ric runs/demo-bench] [--ric_online runs/demo-online]
+    python bench/bench_demo.py --recipe recipes/demo/ric_relevance.yaml --output_dir runs/demo-relevance-bench --name demo_relevance
+    python bench/bench_online.py
+    python bench/bench_compare.py [--ric runs/demo-relevance-bench] [--ric_online runs/demo-online]
 """
 
 import argparse
@@ -15,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ric", default=str(ROOT / "runs/demo-bench"))
+    parser.add_argument("--ric", default=str(ROOT / "runs/demo-relevance-bench"))
     parser.add_argument("--ric_online", default=str(ROOT / "runs/demo-online"))
     a, extra = parser.parse_known_args()
     online = sorted(Path(a.ric_online).glob("eval_online_*"))

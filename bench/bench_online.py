@@ -1,10 +1,11 @@
-"""Online augmentation on the demo task: the front after 0, 1 and 2 online iterations.
+"""Online augmentation on the positivity/relevance demo task: the front after 0, 1 and 2 online iterations.
 
-Starts from a finished demo run (offline stage done; default runs/demo-bench from bench_demo.py),
+Starts from a finished run (offline stage done; default runs/demo-relevance-bench, written by
+`python bench/bench_demo.py --recipe recipes/demo/ric_relevance.yaml --output_dir runs/demo-relevance-bench`),
 copies it, runs the online iterations with CPU-sized settings, and evaluates the adapter of each
 iteration on the same held-out prompts. Writes bench/results/online.json.
 
-    python bench/bench_online.py [--from_run runs/demo-bench] [extra ric run flags...]
+    python bench/bench_online.py [--from_run runs/demo-relevance-bench] [extra ric run flags...]
 """
 
 import argparse
@@ -26,7 +27,7 @@ def ric(*args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--from_run", default=str(ROOT / "runs/demo-bench"))
+    parser.add_argument("--from_run", default=str(ROOT / "runs/demo-relevance-bench"))
     parser.add_argument("--output_dir", default=str(ROOT / "runs/demo-online"))
     a, extra = parser.parse_known_args()
     src, out = Path(a.from_run), Path(a.output_dir)
