@@ -42,11 +42,11 @@ def clean_response(text: str, template: str = "assistant") -> str:
 _SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)|\n")
 
 
-def trim_to_sentence(text: str) -> str:
+def trim_to_sentence(text: str, keep_fragment: bool = True) -> str:
     """Drop the unfinished last sentence of a response that ran into the token limit.
 
     Keeps everything up to the last sentence end (., !, ? or a line break); a response with no
-    sentence end is kept whole.
+    sentence end is kept whole, or comes back empty with `keep_fragment=False`.
     """
     ends = []
     for m in _SENTENCE_END.finditer(text):
@@ -57,7 +57,9 @@ def trim_to_sentence(text: str) -> str:
         while end < len(text) and text[end] in "\"')]":
             end += 1
         ends.append(end)
-    return text[: ends[-1]].strip() if ends else text.strip()
+    if not ends:
+        return text.strip() if keep_fragment else ""
+    return text[: ends[-1]].strip()
 
 
 def generate_batched(
@@ -87,7 +89,9 @@ def generate_batched(
 
     With `cuts` (token budgets, each <= `max_new_tokens`), every prompt gets one response per cut
     instead: the same draw stopped after that many new tokens, finished as a response cut by its
-    budget would be (what a run with that budget and the same random stream would have produced).
+    budget would be (what a run with that budget and the same random stream would have produced),
+    except that a response cut shorter than `max_new_tokens` that holds no complete sentence comes
+    back empty: cut data must not teach a model to stop mid-sentence.
     """
     import torch
 
@@ -132,7 +136,8 @@ def generate_batched(
             if cuts is None:
                 outputs[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
             else:
-                outputs[i] = [_finish(tokenizer, ids[:cut], min(end, cut), cut, template, trim_truncated) for cut in cuts]
+                outputs[i] = [_finish(tokenizer, ids[:cut], min(end, cut), cut, template, trim_truncated,
+                                      keep_fragment=cut >= max_new_tokens) for cut in cuts]
     if was_training:
         model.train()
     if stats is not None:
@@ -142,11 +147,12 @@ def generate_batched(
     return outputs  # type: ignore[return-value]
 
 
-def _finish(tokenizer, ids: list[int], end: int, budget: int, template: str, trim_truncated: bool) -> str:
+def _finish(tokenizer, ids: list[int], end: int, budget: int, template: str, trim_truncated: bool,
+            keep_fragment: bool = True) -> str:
     """Decode the tokens before `end` (the first eos); a response cut by `budget` loses its unfinished sentence."""
     text = clean_response(tokenizer.decode(ids[:end], skip_special_tokens=True), template)
     if trim_truncated and end == len(ids) and len(ids) >= budget:
-        text = trim_to_sentence(text)
+        text = trim_to_sentence(text, keep_fragment)
     return text
 
 

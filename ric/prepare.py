@@ -179,10 +179,12 @@ def length_filter(prompts, responses, tokenizer, data_args):
     """Indices kept and counts dropped by the token-length limits."""
     p_len = [len(x) for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     r_len = [len(x) for x in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
-    dropped = {"response_too_short": 0, "response_too_long": 0, "prompt_too_long": 0}
+    dropped = {"empty_response": 0, "response_too_short": 0, "response_too_long": 0, "prompt_too_long": 0}
     keep = []
     for i, (pl, rl) in enumerate(zip(p_len, r_len)):
-        if rl < data_args.min_response_tokens:
+        if not responses[i].strip():  # e.g. a sampled answer cut by its budget before any sentence ended
+            dropped["empty_response"] += 1
+        elif rl < data_args.min_response_tokens:
             dropped["response_too_short"] += 1
         elif data_args.max_response_tokens is not None and rl > data_args.max_response_tokens:
             dropped["response_too_long"] += 1

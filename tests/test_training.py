@@ -135,8 +135,11 @@ def test_sampling_budgets_cross_the_system_turns(tiny_recipe, tmp_path, smol_tok
     by_key = {(r["prompt"], r["system_prompt"], r["max_new_tokens"]): r["response"] for r in sampled}
     pairs = [(by_key[(p, t, 1)], by_key[(p, t, 12)]) for p, t, b in by_key if b == 1]
     assert len(pairs) == 6 and all(long.startswith(short) for short, long in pairs)
+    # a cut answer with no complete sentence is empty and dropped, counted as such
     train, _, _ = load_prepared(tmp_path / "run")
-    assert len(train) == 12
+    empty = sum(not r["response"] for r in sampled)
+    summary = json.loads((tmp_path / "run/data/prepare_stats.json").read_text())
+    assert summary["dropped"]["empty_response"] == empty and len(train) == 12 - empty - summary["dropped"]["response_too_short"]
 
     # the run directory refuses other budgets (its samples were drawn with these)
     recipe["sampling_max_completion_lengths"] = [1, 24]
@@ -196,7 +199,7 @@ def test_offtopic_rows_pair_each_prompt_with_other_prompts_answers(tiny_recipe):
 def test_generation_cuts_equal_runs_stopped_at_that_budget(tiny_model_dir, smol_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from ric.generation import generate_batched
+    from ric.generation import generate_batched, trim_to_sentence
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     prompts = ["Do you like rain?", "Is tea good?", "Name a fruit, please."]
@@ -204,6 +207,10 @@ def test_generation_cuts_equal_runs_stopped_at_that_budget(tiny_model_dir, smol_
     cut = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=9, cuts=[2, 9], **kwargs)
     for n, budget in enumerate((2, 9)):
         alone = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=budget, **kwargs)
-        assert [c[n] for c in cut] == alone
+        # the same text, except that a shorter cut with no complete sentence comes back empty
+        for c, a in zip(cut, alone):
+            assert c[n] == a or (budget < 9 and c[n] == "" and trim_to_sentence(a, keep_fragment=False) == "")
+    assert trim_to_sentence("One. Two and", keep_fragment=False) == "One."
+    assert trim_to_sentence("no end here", keep_fragment=False) == "" and trim_to_sentence("no end here") == "no end here"
     with pytest.raises(ValueError, match="cuts must be token counts between 1 and max_new_tokens"):
         generate_batched(model, smol_tokenizer, prompts, max_new_tokens=4, cuts=[8], **kwargs)
