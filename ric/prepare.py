@@ -76,21 +76,6 @@ def load_prompts(data_args, tokenizers=()):
     return list(dict.fromkeys(train[data_args.prompt_column])), list(dict.fromkeys(evaluation[data_args.prompt_column]))
 
 
-def sampling_system_prompt(sample: int, args, data_args) -> str | None:
-    """The system turn under which the `sample`-th response of every prompt is drawn."""
-    styles = data_args.sampling_system_prompts
-    return styles[sample % len(styles)] if styles else args.system_prompt
-
-
-def sampling_budget(sample: int, args, data_args) -> int:
-    """The token budget of the `sample`-th response of every prompt: entry (sample // S) mod N, S system turns."""
-    lengths = data_args.sampling_max_completion_lengths
-    if not lengths:
-        return args.max_completion_length
-    turns = len(data_args.sampling_system_prompts or [None])
-    return lengths[(sample // turns) % len(lengths)]
-
-
 def offtopic_rows(prompts, responses, per_prompt: int, seed: int):
     """Pair every prompt with `per_prompt` responses drawn (seeded) from other prompts' rows."""
     rng = np.random.default_rng(seed)
@@ -128,16 +113,17 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
     from .score_tags import add_score_tags
 
     k = data_args.num_responses_per_prompt
-    turns = len(data_args.sampling_system_prompts or [None])
+    styles = data_args.sampling_system_prompts or [args.system_prompt]
     lengths = data_args.sampling_max_completion_lengths or [args.max_completion_length]
-    # sample j = turn + S * (budget + N * replicate); one draw per (turn, replicate) serves every budget
+    # sample j = turn + S * (budget + N * replicate): system turn j mod S, budget (j // S) mod N;
+    # one draw per (turn, replicate) serves every budget
     draws: dict[tuple[int, int], list[int]] = {}
     for j in range(k):
-        draws.setdefault((j % turns, j // (turns * len(lengths))), []).append(j)
+        draws.setdefault((j % len(styles), j // (len(styles) * len(lengths))), []).append(j)
     # the system turn and budgets are part of each work item, so chunks drawn with other settings are never reused
     items = [{"prompt": p, "samples": samples, "seed": args.seed + n,
-              "system_prompt": sampling_system_prompt(samples[0], args, data_args),
-              "budgets": [sampling_budget(j, args, data_args) for j in samples]}
+              "system_prompt": styles[samples[0] % len(styles)],
+              "budgets": [lengths[(j // len(styles)) % len(lengths)] for j in samples]}
              for n, (p, samples) in enumerate((p, samples) for samples in draws.values() for p in prompts)]
     state = {}
 
