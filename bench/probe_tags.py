@@ -30,7 +30,7 @@ def tag_use(run_dir: Path, rows: int = 48) -> dict:
 
     info, folder = load_run_info(run_dir)
     adapter = resolve_adapter(folder, info)
-    model, tok = load_policy(info, adapter, "cpu")
+    model, tok = load_policy(info, adapter, "cpu", merge=True)
     data = datasets.load_from_disk(str(run_dir / "data/train"))
     rng = np.random.default_rng(0)
 

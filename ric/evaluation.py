@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunks import run_chunked
-from .generation import format_prompts, generate_batched, load_policy, resolve_adapter
+from .generation import format_prompts, generate_batched, load_policy, merge_for_inference, resolve_adapter
 from .io import RunState, atomic_write_csv, write_json
 from .pareto import hypervolume, pareto_front, pearson_matrix, preference_following
 from .preference import preference_grid, preference_to_targets
@@ -137,10 +137,12 @@ def evaluate(run_dir, eval_args, args, adapter=None, eval_dir=None, device=None,
     # reuses responses that were made under different settings.
     key = _fingerprint([str(adapter_dir.resolve()), settings, targets, prompts])
     t0 = time.time()
-    rows = generate_grid(model, tokenizer, info, prompts, targets, eval_dir / "gen" / f"grid-{key}", settings, progress, gen_stats)
     base_rows = []
     if eval_args.eval_base_model:
         base_rows = generate_base(model, tokenizer, info, prompts, eval_dir / "gen" / f"base-{key}", settings, progress, gen_stats)
+    # The base model first (adapter off), then the grid with the adapter merged in for speed.
+    merge_for_inference(model)
+    rows = generate_grid(model, tokenizer, info, prompts, targets, eval_dir / "gen" / f"grid-{key}", settings, progress, gen_stats)
     gen_seconds = time.time() - t0
     del model
 

@@ -183,7 +183,7 @@ def online_iteration(run_dir: Path, iteration: int, model_args, data_args, args,
                 policy["vllm"] = VLLMGenerator(resolve_model_path(info.base_model), str(previous), model_args.lora_r,
                                                trust_remote_code=args.trust_remote_code)
             else:
-                policy["model"], policy["tokenizer"] = load_policy(info, previous)
+                policy["model"], policy["tokenizer"] = load_policy(info, previous, merge=True)
         texts = format_prompts([c["prompt"] for c in chunk], info.template, policy["tokenizer"], [c["targets"] for c in chunk],
                                info.system_prompt)
         if backend == "vllm":

@@ -77,6 +77,20 @@ def test_training_changes_lora_and_reloads_to_identical_logits(prepared, smol_to
     assert torch.allclose(expected, got, atol=1e-5)
     assert not torch.allclose(plain, got, atol=1e-4), "the adapter must change the model's output"
 
+    # Merged for inference: the same logits; with the adapter off, the base model's again.
+    from ric.generation import merge_for_inference
+
+    assert merge_for_inference(reloaded)
+    with torch.no_grad():
+        merged = reloaded(**batch).logits
+        with reloaded.disable_adapter():
+            off = reloaded(**batch).logits
+        remerged = reloaded(**batch).logits
+    assert torch.allclose(merged, got, atol=1e-4)
+    assert torch.allclose(off, plain, atol=1e-4)
+    assert torch.allclose(remerged, got, atol=1e-4)
+    assert not merge_for_inference(AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)), "no adapter, nothing to merge"
+
 
 def test_sampling_system_prompts_shape_the_samples_not_the_training_prompts(tiny_recipe, tmp_path, smol_tokenizer):
     import yaml
