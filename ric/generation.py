@@ -94,6 +94,9 @@ def generate_batched(
     back empty: cut data must not teach a model to stop mid-sentence.
     """
     import torch
+    from transformers import LogitsProcessorList
+
+    from .sampling import NucleusSampler
 
     prompts = list(prompts)
     if not prompts:
@@ -116,14 +119,16 @@ def generate_batched(
     was_training = model.training
     model.eval()
     generated = truncated = 0
+    sampler = NucleusSampler(temperature, top_p) if do_sample else None
     for n, start in enumerate(batches):
         index = order[start : start + batch_size]
         enc = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True).to(device)
         if generator_seed is not None:
             torch.manual_seed(generator_seed + n)
-        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, do_sample=do_sample)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        # Sampling draws inside a logits processor (ric.sampling: the same distribution as
+        # transformers' temperature + top-p, without sorting the vocabulary at every step).
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, do_sample=False,
+                      logits_processor=LogitsProcessorList([sampler]) if sampler else None)
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
