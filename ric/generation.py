@@ -79,13 +79,15 @@ def generate_batched(
     stats: dict | None = None,
     trim_truncated: bool = True,
     cuts: Sequence[int] | None = None,
+    hit_budget: list | None = None,
 ) -> list[str] | list[list[str]]:
     """Generate one response per prompt (already formatted), batched with left padding.
 
     Prompts are sorted by token length so that batches carry little padding; outputs come back in
     input order. A response cut by `max_new_tokens` loses its unfinished last sentence when
     `trim_truncated` is on. `stats`, when given, receives `generated_tokens`, `sequences` and
-    `truncated` (how many hit the limit).
+    `truncated` (how many hit the limit). `hit_budget`, when given (a list), receives one bool per
+    prompt in input order: whether its draw ran to `max_new_tokens` without ending.
 
     With `cuts` (token budgets, each <= `max_new_tokens`), every prompt gets one response per cut
     instead: the same draw stopped after that many new tokens, finished as a response cut by its
@@ -109,6 +111,7 @@ def generate_batched(
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     outputs: list[str | None] = [None] * len(prompts)
+    hits = [False] * len(prompts)
     device = next(model.parameters()).device
     generator_seed = seed
     batches = range(0, len(order), batch_size)
@@ -137,7 +140,8 @@ def generate_batched(
             ids = row.tolist()
             end = next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))
             generated += end
-            truncated += end == len(ids) and len(ids) >= max_new_tokens
+            hits[i] = end == len(ids) and len(ids) >= max_new_tokens
+            truncated += hits[i]
             if cuts is None:
                 outputs[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
             else:
@@ -145,6 +149,8 @@ def generate_batched(
                                       keep_fragment=cut >= max_new_tokens) for cut in cuts]
     if was_training:
         model.train()
+    if hit_budget is not None:
+        hit_budget.extend(hits)
     if stats is not None:
         stats["generated_tokens"] = stats.get("generated_tokens", 0) + generated
         stats["sequences"] = stats.get("sequences", 0) + len(prompts)

@@ -76,8 +76,10 @@ def load_prompts(data_args, tokenizers=()):
     return list(dict.fromkeys(train[data_args.prompt_column])), list(dict.fromkeys(evaluation[data_args.prompt_column]))
 
 
-def offtopic_rows(prompts, responses, per_prompt: int, seed: int):
-    """Pair every prompt with `per_prompt` responses drawn (seeded) from other prompts' rows."""
+def offtopic_rows(prompts, responses, per_prompt: int, seed: int, indices: list | None = None):
+    """Pair every prompt with `per_prompt` responses drawn (seeded) from other prompts' rows.
+
+    `indices`, when given (a list), receives the row each new response was taken from."""
     rng = np.random.default_rng(seed)
     unique = list(dict.fromkeys(prompts))
     if len(unique) < 2:
@@ -90,6 +92,8 @@ def offtopic_rows(prompts, responses, per_prompt: int, seed: int):
                 i = int(rng.integers(len(prompts)))
             new_prompts.append(prompt)
             new_responses.append(responses[i])
+            if indices is not None:
+                indices.append(i)
     return new_prompts, new_responses
 
 
@@ -107,6 +111,9 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
     Rows come back sample-major (every prompt's sample 0, then sample 1, ...). The samples of one
     prompt drawn under the same system turn with different budgets (`sampling_max_completion_lengths`)
     share one draw: each budget keeps that draw's first tokens, so such rows differ by length only.
+    Returns prompts, responses, generation stats and, per row, whether the sampler's budget cut the
+    answer (`cut_by_budget`: the row keeps its whole draw and the draw ran to the largest budget without
+    ending; a shorter cut of a longer draw is a short answer by design and is not counted).
     """
     from .generation import generate_batched
     from .models import load_causal_lm, load_tokenizer
@@ -141,16 +148,18 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
         for budgets in dict.fromkeys(tuple(c["budgets"]) for c in chunk):  # one generate call per budget set
             group = [c for c in chunk if tuple(c["budgets"]) == budgets]
             texts = [add_score_tags(c["prompt"], None, args.template, state["tokenizer"], c["system_prompt"]) for c in group]
+            hit: list[bool] = []
             out = generate_batched(
                 state["model"], state["tokenizer"], texts,
                 max_new_tokens=max(budgets), temperature=args.temperature, top_p=args.top_p,
                 batch_size=args.generation_batch_size, seed=group[0]["seed"], template=args.template,
                 progress=progress, desc="sampling base responses", stats=state.setdefault("stats", {}),
-                cuts=list(budgets),
+                cuts=list(budgets), hit_budget=hit,
             )
-            for c, responses in zip(group, out):
+            for c, responses, h in zip(group, out, hit):
                 rows += [{"prompt": c["prompt"], "sample": j, "system_prompt": c["system_prompt"], "max_new_tokens": b,
-                          "response": r} for j, b, r in zip(c["samples"], budgets, responses)]
+                          "response": r, "cut_by_budget": bool(h and b == max(budgets))}
+                         for j, b, r in zip(c["samples"], budgets, responses)]
         return rows
 
     from .chunks import run_chunked
@@ -158,7 +167,9 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
     rows = run_chunked(data_dir(run_dir) / "samples", items, args.online_chunk_size, work, "sample chunks", progress)
     position = {p: n for n, p in enumerate(prompts)}
     rows.sort(key=lambda r: (r["sample"], position[r["prompt"]]))
-    return [r["prompt"] for r in rows], [r["response"] for r in rows], state.get("stats", {})
+    # chunks written before the flag existed count as not cut
+    return ([r["prompt"] for r in rows], [r["response"] for r in rows], state.get("stats", {}),
+            [r.get("cut_by_budget", False) for r in rows])
 
 
 def length_filter(prompts, responses, tokenizer, data_args):
@@ -209,6 +220,7 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
         if not rows["prompt"]:
             raise ValueError(f"dataset_builder {data_args.dataset_builder}: no training rows left ({counts})")
         prompts, responses, systems = rows["prompt"], rows["response"], rows["source"]
+        cut = [False] * len(prompts)
         source, sample_stats, input_rows = f"{data_args.dataset_builder} builder: {counts}", {}, counts["train_rows"]
     else:
         train, evaluation = load_prompt_tables(data_args)
@@ -218,27 +230,30 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
         if data_args.response_column in train.column_names:
             responses = list(train[data_args.response_column])
             source, sample_stats = "dataset", {}
+            cut = [False] * len(prompts)
         else:
             unique = list(dict.fromkeys(prompts))
             t0 = time.time()
-            prompts, responses, sample_stats = sample_base_responses(run_dir, unique, model_args, args, data_args, progress)
+            prompts, responses, sample_stats, cut = sample_base_responses(run_dir, unique, model_args, args, data_args, progress)
             timings["sample_seconds"] = round(time.time() - t0, 1)
             source = f"sampled from {model_args.model_name_or_path} ({data_args.num_responses_per_prompt} per prompt)"
         tokenizer = load_tokenizer(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code)
         # where each row came from: the dataset, or the j-th sample of its prompt
         systems = ["dataset"] * len(prompts) if source == "dataset" else [f"sample_{i // len(unique)}" for i in range(len(prompts))]
         if data_args.offtopic_responses_per_prompt:
-            extra = offtopic_rows(prompts, responses, data_args.offtopic_responses_per_prompt, args.seed)
-            prompts, responses = prompts + extra[0], responses + extra[1]
+            taken: list[int] = []
+            extra = offtopic_rows(prompts, responses, data_args.offtopic_responses_per_prompt, args.seed, taken)
+            prompts, responses, cut = prompts + extra[0], responses + extra[1], cut + [cut[i] for i in taken]
             systems = systems + ["offtopic"] * len(extra[0])
             source += f", plus {data_args.offtopic_responses_per_prompt} off-topic response(s) per prompt"
 
     keep, dropped = length_filter(prompts, responses, tokenizer, data_args)
     prompts, responses, systems = [prompts[i] for i in keep], [responses[i] for i in keep], [systems[i] for i in keep]
+    cut = [cut[i] for i in keep]
     if data_args.max_train_samples is not None and len(prompts) > data_args.max_train_samples:
         dropped["over_max_train_samples"] = len(prompts) - data_args.max_train_samples
         n = data_args.max_train_samples
-        prompts, responses, systems = prompts[:n], responses[:n], systems[:n]
+        prompts, responses, systems, cut = prompts[:n], responses[:n], systems[:n], cut[:n]
     if not prompts:
         raise ValueError(f"no training rows left after the length filters (dropped: {dropped}); loosen them")
     from accelerate import PartialState
@@ -266,7 +281,7 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
     atomic_save_dataset(
         datasets.Dataset.from_dict(
             {"prompt": prompts, "response": responses, "scores": raw.tolist(), "normalized_scores": normalized.tolist(),
-             "source": systems}
+             "source": systems, "cut_by_budget": cut}
         ),
         out / "train",
     )
@@ -292,6 +307,7 @@ def prepare(run_dir, model_args, data_args, args, progress: bool = True) -> dict
             for src in dict.fromkeys(systems)
         } if 1 < len(set(systems)) <= 16 else None,
         "generation": sample_stats,
+        "cut_by_budget": sum(cut),
         "timings": {**timings, "total_seconds": round(time.time() - start, 1)},
     }
     write_json(out / "prepare_stats.json", summary)

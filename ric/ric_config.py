@@ -255,6 +255,13 @@ class RiCConfig(SFTConfig, ObjectivesConfig):
         default="l2",
         metadata={"help": "Default preference -> target mapping for `ric generate`.", "choices": list(PREFERENCE_METHODS)},
     )
+    end_cut_responses: bool = field(
+        default=True,
+        metadata={"help": "Train rows whose sampled answer the sampling budget cut (prepare's cut_by_budget column: "
+                  "the answer, trimmed to its last sentence, had not ended) with the end-of-sequence token, like "
+                  "every other row (the original code). False: without it, so the model learns their text but "
+                  "not to stop where the sampler's budget stopped it. Offline stage only."},
+    )
     # --- generation (sampling responses, online augmentation, evaluation) ---------------------------
     max_completion_length: int = field(default=128, metadata={"help": "Max new tokens (paper: 128 assistant, 48 summary)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})

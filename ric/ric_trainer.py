@@ -29,13 +29,33 @@ def completion_text(response: str, template: str) -> str:
     return response
 
 
-def build_sft_dataset(rows, template: str, tokenizer, score_column: str = "normalized_scores", system_prompt: str | None = None):
-    """prompt/completion rows: the prompt carries the row's own (normalised) scores as tags."""
+def build_sft_dataset(rows, template: str, tokenizer, score_column: str = "normalized_scores", system_prompt: str | None = None,
+                      end_cut_responses: bool = True):
+    """prompt/completion rows: the prompt carries the row's own (normalised) scores as tags.
+
+    With `end_cut_responses=False` and rows flagged `cut_by_budget`, the rows come tokenized the way
+    `SFTTrainer` tokenizes prompt/completion text (`input_ids`, `completion_mask`, the end-of-sequence
+    token after each completion), except that a cut row gets no end-of-sequence token.
+    """
     import datasets
 
     prompts = [add_score_tags(p, s, template, tokenizer, system_prompt) for p, s in zip(rows["prompt"], rows[score_column])]
     completions = [completion_text(r, template) for r in rows["response"]]
-    return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+    columns = getattr(rows, "column_names", None) or list(rows)
+    cut = list(rows["cut_by_budget"]) if "cut_by_budget" in columns else [False] * len(prompts)
+    if end_cut_responses or not any(cut):
+        return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+    eos = tokenizer.eos_token
+    input_ids, masks = [], []
+    for prompt, completion, open_ended in zip(prompts, completions, cut):
+        if not open_ended and not completion.endswith(eos):
+            completion = completion + eos
+        prompt_ids = tokenizer(text=prompt)["input_ids"]
+        ids = tokenizer(text=prompt + completion)["input_ids"]
+        start = next((n for n, (a, b) in enumerate(zip(prompt_ids, ids)) if a != b), min(len(prompt_ids), len(ids)))
+        input_ids.append(ids)
+        masks.append([0] * start + [1] * (len(ids) - start))
+    return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions, "input_ids": input_ids, "completion_mask": masks})
 
 
 def model_load_kwargs(model_args, trust_remote_code: bool) -> dict:
@@ -174,7 +194,8 @@ def train(run_dir, model_args, data_args, args, progress: bool = True) -> dict:
             "use the recipe that prepared this run directory, or a new output_dir"
         )
     tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="right", trust_remote_code=args.trust_remote_code)
-    dataset = build_sft_dataset(train_rows, args.template, tokenizer, system_prompt=args.system_prompt)
+    dataset = build_sft_dataset(train_rows, args.template, tokenizer, system_prompt=args.system_prompt,
+                                end_cut_responses=args.end_cut_responses)
     model = load_base_for_training(model_args, args)
     trainer, stats = run_sft(model, tokenizer, dataset, args, model_args, run_dir / "checkpoints" / "offline")
     info = make_run_info(model_args, args, reward_stats, adapter="adapter")

@@ -154,6 +154,10 @@ def test_sampling_budgets_cross_the_system_turns(tiny_recipe, tmp_path, smol_tok
     empty = sum(not r["response"] for r in sampled)
     summary = json.loads((tmp_path / "run/data/prepare_stats.json").read_text())
     assert summary["dropped"]["empty_response"] == empty and len(train) == 12 - empty - summary["dropped"]["response_too_short"]
+    # only a whole draw that ran to the largest budget counts as cut by it (the tiny random model never ends)
+    assert all(r["cut_by_budget"] == (r["max_new_tokens"] == 12) for r in sampled)
+    assert [r["cut_by_budget"] for r in train] == [r["source"] in ("sample_2", "sample_3") for r in train]
+    assert summary["cut_by_budget"] == sum(train["cut_by_budget"]) > 0
 
     # the run directory refuses other budgets (its samples were drawn with these)
     recipe["sampling_max_completion_lengths"] = [1, 24]
@@ -228,3 +232,39 @@ def test_generation_cuts_equal_runs_stopped_at_that_budget(tiny_model_dir, smol_
     assert trim_to_sentence("no end here", keep_fragment=False) == "" and trim_to_sentence("no end here") == "no end here"
     with pytest.raises(ValueError, match="cuts must be token counts between 1 and max_new_tokens"):
         generate_batched(model, smol_tokenizer, prompts, max_new_tokens=4, cuts=[8], **kwargs)
+
+
+def test_cut_rows_train_without_the_end_token_and_the_rest_as_trl_tokenizes_them(tiny_model_dir, smol_tokenizer, tmp_path):
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from ric.models import load_causal_lm
+
+    rows = datasets.Dataset.from_dict({
+        "prompt": ["Do you like rain?", "Is tea good?", "Name a fruit."],
+        "response": ["I love rain. It smells fresh.", "Tea is good", "An apple."],
+        "normalized_scores": [[0.5, -1.0], [1.2, 0.3], [-0.4, 0.0]],
+        "cut_by_budget": [False, True, False],
+    })
+    plain = build_sft_dataset(rows, "chat", smol_tokenizer, system_prompt="")
+    assert plain.column_names == ["prompt", "completion"], "the default keeps TRL's own text path"
+    tokenized = build_sft_dataset(rows, "chat", smol_tokenizer, system_prompt="", end_cut_responses=False)
+    assert tokenized["prompt"] == plain["prompt"]
+
+    def prepared(dataset):
+        args = SFTConfig(output_dir=str(tmp_path / "sft"), report_to="none", max_length=256, use_cpu=True, bf16=False,
+                         gradient_checkpointing=False)
+        trainer = SFTTrainer(model=load_causal_lm(str(tiny_model_dir), device="cpu"), args=args, train_dataset=dataset,
+                             processing_class=smol_tokenizer)
+        return trainer.train_dataset
+
+    ours, trl = prepared(tokenized), prepared(plain)
+    eos = smol_tokenizer.eos_token_id
+    for n, cut in enumerate(rows["cut_by_budget"]):
+        if cut:
+            # the same sequence and loss mask without the final end-of-sequence token
+            assert trl[n]["input_ids"][-1] == eos and ours[n]["input_ids"] == trl[n]["input_ids"][:-1]
+            assert ours[n]["labels"] == trl[n]["labels"][:-1]
+        else:
+            assert ours[n]["input_ids"] == trl[n]["input_ids"] and ours[n]["labels"] == trl[n]["labels"]
+            assert ours[n]["input_ids"][-1] == eos
