@@ -38,6 +38,7 @@ def build_sft_dataset(rows, template: str, tokenizer, score_column: str = "norma
     token after each completion), except that a cut row gets no end-of-sequence token.
     """
     import datasets
+    from trl.data_utils import common_prefix_length
 
     prompts = [add_score_tags(p, s, template, tokenizer, system_prompt) for p, s in zip(rows["prompt"], rows[score_column])]
     completions = [completion_text(r, template) for r in rows["response"]]
@@ -52,7 +53,7 @@ def build_sft_dataset(rows, template: str, tokenizer, score_column: str = "norma
             completion = completion + eos
         prompt_ids = tokenizer(text=prompt)["input_ids"]
         ids = tokenizer(text=prompt + completion)["input_ids"]
-        start = next((n for n, (a, b) in enumerate(zip(prompt_ids, ids)) if a != b), min(len(prompt_ids), len(ids)))
+        start = common_prefix_length(prompt_ids, ids)  # where SFTTrainer starts the completion, too
         input_ids.append(ids)
         masks.append([0] * start + [1] * (len(ids) - start))
     return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions, "input_ids": input_ids, "completion_mask": masks})

@@ -29,20 +29,21 @@ def nucleus(logits: torch.Tensor, top_p: float, k: int = 64):
     k = min(k, logits.shape[-1])
     log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
     top, ids = logits.topk(k, dim=-1)
-    probs = _kept(top - log_norm, top_p)
+    probs = (top - log_norm).exp()
+    cumulative = probs.cumsum(dim=-1)
     fallback = None
-    uncovered = (top - log_norm).exp().sum(dim=-1) < top_p
+    uncovered = cumulative[:, -1] < top_p
     if k < logits.shape[-1] and bool(uncovered.any()):
         rows = uncovered.nonzero().squeeze(-1)
         full_top, full_ids = logits[rows].sort(dim=-1, descending=True)
-        fallback = (rows, full_ids, _kept(full_top - log_norm[rows], top_p))
-    return ids, probs, fallback
+        full_probs = (full_top - log_norm[rows]).exp()
+        fallback = (rows, full_ids, _kept(full_probs, full_probs.cumsum(dim=-1), top_p))
+    return ids, _kept(probs, cumulative, top_p), fallback
 
 
-def _kept(log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+def _kept(probs: torch.Tensor, cumulative: torch.Tensor, top_p: float) -> torch.Tensor:
     """Probabilities (sorted high to low) with every token zeroed whose predecessors hold >= top_p."""
-    probs = log_probs.exp()
-    keep = (probs.cumsum(dim=-1) - probs) < top_p
+    keep = (cumulative - probs) < top_p
     keep[:, 0] = True
     return probs * keep
 
