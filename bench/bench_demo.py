@@ -43,21 +43,24 @@ def main():
     pareto = json.loads((out / "eval/pareto.json").read_text())
     prepare = json.loads((out / "data/prepare_stats.json").read_text())
     train = json.loads((out / "train_stats.json").read_text())
-    timings = json.loads((out / "run_timings.json").read_text())
+    compute = json.loads((out / "compute.json").read_text())
     names = pareto["rewards"]
     result = {
         "command": " ".join(["ric", "run", str(Path(a.recipe).relative_to(ROOT)), *extra]),
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": __import__("os").cpu_count()},
         "wall_clock_seconds": round(wall, 1),
         "bundled_model_conversion_seconds": round(convert_seconds, 1),
-        "stage_seconds": timings,
-        "prepare": {k: prepare[k] for k in ("rows", "source", "dropped", "pearson", "raw_mean", "raw_std", "timings")},
+        "stage_seconds": {k: v["wall_seconds"] for k, v in compute["stages"].items()},
+        "compute": compute,
+        "prepare": {k: prepare[k] for k in ("rows", "source", "dropped", "pearson", "raw_mean", "raw_std")},
         "train": {k: train[k] for k in ("global_step", "train_seconds", "train_loss", "rows")},
         "hypervolume": pareto["hypervolume"],
         "hypervolume_base": pareto["hypervolume_base"],
         "hypervolume_reference": pareto["hypervolume_reference"],
         "preference_following": pareto["preference_following"],
-        "points": [{"preference": p["preference"], "targets": p["targets"], "mean": p["mean"]} for p in pareto["points"]],
+        "points": [
+            {"preference": p["preference"], "targets": p["targets"], "mean": p["mean"]} for p in pareto["points"]
+        ],
         "base": pareto["base"]["mean"] if pareto["base"] else None,
         "num_prompts": pareto["num_prompts"],
         "rewards": names,

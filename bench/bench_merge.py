@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from ric.generation import format_prompts, generate_batched, load_policy, merge_for_inference, resolve_adapter
-from ric.io import write_json
 from ric.run_info import load_run_info
+from ric.rundir import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,15 +35,23 @@ def main():
     prompts = [json.loads(line)["prompt"] for line in lines][: a.num_prompts]
     targets = [[lo + (hi - lo) * k / 3 for lo, hi in zip(info.score_low, info.score_high)] for k in range(4)]
     model, tokenizer = load_policy(info, adapter, "cpu")
-    texts = [t for tg in targets for t in format_prompts(prompts, info.template, tokenizer, [tg] * len(prompts), info.system_prompt)]
-    settings = dict(max_new_tokens=a.max_new_tokens, do_sample=False, template=info.template, batch_size=a.batch_size,
-                    progress=False)
+    texts = [
+        t
+        for tg in targets
+        for t in format_prompts(prompts, info.template, tokenizer, [tg] * len(prompts), info.system_prompt)
+    ]
+    settings = dict(
+        max_new_tokens=a.max_new_tokens,
+        do_sample=False,
+        template=info.template,
+        batch_size=a.batch_size,
+        progress=False,
+    )
 
     def timed():
         start = time.time()
-        stats: dict = {}
-        out = generate_batched(model, tokenizer, texts, stats=stats, **settings)
-        return out, time.time() - start, stats
+        out = generate_batched(model, tokenizer, texts, **settings)
+        return out.texts, time.time() - start, {"generated_tokens": out.generated_tokens}
 
     unmerged, t_unmerged, s_unmerged = timed()
     merged_ok = merge_for_inference(model)
@@ -62,7 +70,10 @@ def main():
         "seconds_unmerged": round(t_unmerged, 1),
         "seconds_merged": round(t_merged, 1),
         "speedup": round(t_unmerged / t_merged, 2),
-        "generated_tokens": {"unmerged": s_unmerged.get("generated_tokens"), "merged": s_merged.get("generated_tokens")},
+        "generated_tokens": {
+            "unmerged": s_unmerged.get("generated_tokens"),
+            "merged": s_merged.get("generated_tokens"),
+        },
         "identical_answers": same,
     }
     write_json(Path(a.out), result)

@@ -18,8 +18,8 @@ import torch
 from transformers import LogitsProcessorList
 
 from ric.generation import format_prompts
-from ric.io import write_json
 from ric.models import BUNDLED_MODEL, load_causal_lm, load_tokenizer
+from ric.rundir import write_json
 from ric.sampling import NucleusSampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +42,14 @@ def main():
     model = load_causal_lm(BUNDLED_MODEL, dtype="float32", device="cpu").eval()
     enc = tokenizer(format_prompts(prompts, "chat", tokenizer, system_prompt=""), return_tensors="pt", padding=True)
     # Fixed length (no early stop) so both sides do the same number of steps.
-    common = dict(max_new_tokens=a.max_new_tokens, min_new_tokens=a.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+    common = dict(
+        max_new_tokens=a.max_new_tokens, min_new_tokens=a.max_new_tokens, pad_token_id=tokenizer.pad_token_id
+    )
     ways = {
         "transformers_warpers": dict(do_sample=True, temperature=a.temperature, top_p=a.top_p, top_k=0),
-        "nucleus_sampler": dict(do_sample=False, logits_processor=LogitsProcessorList([NucleusSampler(a.temperature, a.top_p)])),
+        "nucleus_sampler": dict(
+            do_sample=False, logits_processor=LogitsProcessorList([NucleusSampler(a.temperature, a.top_p)])
+        ),
     }
     seconds = {}
     with torch.inference_mode():

@@ -35,10 +35,15 @@ def probe(run_dir: Path, adapter: Path | None, pairs: int) -> dict:
     for r in rows:
         by_prompt[r["prompt"]].append(r)
     found = []
-    for prompt, group in by_prompt.items():
+    for _prompt, group in by_prompt.items():
         for short in group:
-            longer = [r for r in group if r is not short and r["response"] != short["response"]
-                      and r["response"].startswith(short["response"])]
+            longer = [
+                r
+                for r in group
+                if r is not short
+                and r["response"] != short["response"]
+                and r["response"].startswith(short["response"])
+            ]
             if longer:
                 found.append(short)
     found = found[:pairs]
@@ -61,7 +66,9 @@ def probe(run_dir: Path, adapter: Path | None, pairs: int) -> dict:
         logp[end] = out
     diff = [h - low for h, low in zip(logp["high"], logp["low"])]
     return {
-        "run": str(run_dir), "adapter": str(adapter), "pairs": len(found),
+        "run": str(run_dir),
+        "adapter": str(adapter),
+        "pairs": len(found),
         "p_end_low_conciseness_tag": round(statistics.mean(torch.tensor(logp["low"]).exp().tolist()), 3),
         "p_end_high_conciseness_tag": round(statistics.mean(torch.tensor(logp["high"]).exp().tolist()), 3),
         "mean_logp_gap_nats": round(statistics.mean(diff), 3),
@@ -80,7 +87,7 @@ def main():
     out = Path(a.out)
     entries = json.loads(out.read_text()) if out.exists() else []
     entries = [e for e in entries if e["adapter"] != result["adapter"]] + [result]
-    from ric.io import write_json
+    from ric.rundir import write_json
 
     write_json(out, entries)
     print(json.dumps(result, indent=2))

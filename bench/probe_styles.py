@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STYLES = {
     "default": "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
     "cheerful": "You are a cheerful, upbeat assistant. Answer warmly and enthusiastically, with positive words.",
-    "gloomy": "You are a gloomy, pessimistic assistant. Answer in a negative, critical tone and dwell on the downsides.",
+    "gloomy": "You are a gloomy, pessimistic assistant. Answer in a negative, critical tone and dwell on the "
+    "downsides.",
     "terse": "You are a terse assistant. Answer in a few words only.",
     "child": "You talk to a small child. Use only very short, simple words and short sentences.",
     "professor": "You are a professor. Answer with long sentences full of technical, academic vocabulary.",
@@ -43,20 +44,45 @@ def main():
     model = load_causal_lm("bundled:smollm2-135m-instruct", dtype="float32")
     names = ["positivity", "conciseness", "readability", "relevance"]
     scorers = load_rewards(names)
-    result = {"num_prompts": len(prompts), "max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "styles": {}}
+    result = {
+        "num_prompts": len(prompts),
+        "max_new_tokens": a.max_new_tokens,
+        "temperature": a.temperature,
+        "styles": {},
+    }
     for style, system in STYLES.items():
-        start, stats = time.time(), {}
+        start = time.time()
         texts = [add_score_tags(p, None, "chat", tokenizer, system) for p in prompts]
-        responses = generate_batched(model, tokenizer, texts, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
-                                     batch_size=64, seed=0, template="chat", progress=False, stats=stats)
+        responses = generate_batched(
+            model,
+            tokenizer,
+            texts,
+            max_new_tokens=a.max_new_tokens,
+            temperature=a.temperature,
+            batch_size=64,
+            seed=0,
+            template="chat",
+            progress=False,
+        )
+        stats = {"generated_tokens": responses.generated_tokens}
+        responses = responses.texts
         words = [len(r.split()) for r in responses]
-        row = {"system_prompt": system, "words_mean": statistics.mean(words), "words_std": statistics.pstdev(words),
-               "cut_by_budget": stats["truncated"], "seconds": round(time.time() - start, 1), "example": responses[0]}
+        row = {
+            "system_prompt": system,
+            "words_mean": statistics.mean(words),
+            "words_std": statistics.pstdev(words),
+            "cut_by_budget": stats["truncated"],
+            "seconds": round(time.time() - start, 1),
+            "example": responses[0],
+        }
         for name, scorer in zip(names, scorers):
             scores = scorer(prompts, responses)
             row[name] = {"mean": statistics.mean(scores), "std": statistics.pstdev(scores)}
         result["styles"][style] = row
-        print(style, {k: (round(v["mean"], 3) if isinstance(v, dict) else v) for k, v in row.items() if k != "system_prompt"})
+        print(
+            style,
+            {k: (round(v["mean"], 3) if isinstance(v, dict) else v) for k, v in row.items() if k != "system_prompt"},
+        )
     out = ROOT / "bench/results/style_probe.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -46,22 +46,39 @@ def tag_use(run_dir: Path, rows: int = 48) -> dict:
     own, shuffled = [], []
     for i in rng.choice(len(data), rows, replace=False):
         row, other = data[int(i)], data[int(rng.integers(len(data)))]
-        own.append(nll(add_score_tags(row["prompt"], row["normalized_scores"], info.template, tok, info.system_prompt), row["response"]))
-        shuffled.append(nll(add_score_tags(row["prompt"], other["normalized_scores"], info.template, tok, info.system_prompt), row["response"]))
-    return {"rows": rows, "loss_own_tags": float(np.mean(own)), "loss_shuffled_tags": float(np.mean(shuffled)),
-            "gap_nats_per_token": float(np.mean(shuffled) - np.mean(own))}
+        own.append(
+            nll(
+                add_score_tags(row["prompt"], row["normalized_scores"], info.template, tok, info.system_prompt),
+                row["response"],
+            )
+        )
+        shuffled.append(
+            nll(
+                add_score_tags(row["prompt"], other["normalized_scores"], info.template, tok, info.system_prompt),
+                row["response"],
+            )
+        )
+    return {
+        "rows": rows,
+        "loss_own_tags": float(np.mean(own)),
+        "loss_shuffled_tags": float(np.mean(shuffled)),
+        "gap_nats_per_token": float(np.mean(shuffled) - np.mean(own)),
+    }
 
 
 def synthetic(steps: int = 25) -> dict:
     import datasets
 
-    from ric.cli import parse_run_args
     from ric.generation import format_prompts, generate_batched
+    from ric.methods import parse_run
     from ric.models import BUNDLED_MODEL, load_causal_lm, load_tokenizer
-    from ric.ric_trainer import build_sft_dataset, run_sft
+    from ric.ric_trainer import train_adapter
 
     random.seed(0)
-    prompts = [json.loads(line)["prompt"] for line in (ROOT / "recipes/demo/data/train_prompts.jsonl").read_text().splitlines()]
+    prompts = [
+        json.loads(line)["prompt"]
+        for line in (ROOT / "recipes/demo/data/train_prompts.jsonl").read_text().splitlines()
+    ]
     rows = {"prompt": [], "response": [], "normalized_scores": []}
     for p in prompts[:200]:
         s = round(random.uniform(-2, 2), 1)
@@ -69,17 +86,44 @@ def synthetic(steps: int = 25) -> dict:
         rows["normalized_scores"].append([s, 0.0])
         rows["response"].append("I love it! Wonderful!" if s > 0 else "That is awful and sad.")
     tok = load_tokenizer(BUNDLED_MODEL, padding_side="right")
-    dataset = build_sft_dataset(datasets.Dataset.from_dict(rows), "chat", tok)
     with tempfile.TemporaryDirectory() as tmp:
-        (model_args, _, args, _), _ = parse_run_args(["--config", str(ROOT / "recipes/demo/ric.yaml"), "--output_dir", tmp,
-                                                      "--max_steps", str(steps), "--logging_steps", "5"])
-        trainer, _ = run_sft(load_causal_lm(BUNDLED_MODEL, device="cpu"), tok, dataset, args, model_args, Path(tmp) / "ckpt")
+        model_args, _, args, _ = parse_run(
+            [
+                "--config",
+                str(ROOT / "recipes/demo/ric.yaml"),
+                "--output_dir",
+                tmp,
+                "--max_steps",
+                str(steps),
+                "--logging_steps",
+                "5",
+            ],
+            None,
+        ).configs
+        trainer, _ = train_adapter(
+            load_causal_lm(BUNDLED_MODEL, device="cpu"),
+            tok,
+            datasets.Dataset.from_dict(rows),
+            args,
+            model_args,
+            Path(tmp) / "ckpt",
+        )
     heldout = prompts[200:216]
     result = {"steps": steps}
     for s in (-1.5, 1.5):
-        out = generate_batched(trainer.model, tok, format_prompts(heldout, "chat", tok, [[s, 0.0]] * len(heldout)),
-                               max_new_tokens=10, batch_size=16, progress=False)
-        result[f"tag_{s:+.1f}"] = {"love": sum("love" in o for o in out), "awful": sum("awful" in o for o in out), "n": len(out)}
+        out = generate_batched(
+            trainer.model,
+            tok,
+            format_prompts(heldout, "chat", tok, [[s, 0.0]] * len(heldout)),
+            max_new_tokens=10,
+            batch_size=16,
+            progress=False,
+        ).texts
+        result[f"tag_{s:+.1f}"] = {
+            "love": sum("love" in o for o in out),
+            "awful": sum("awful" in o for o in out),
+            "n": len(out),
+        }
     return result
 
 
@@ -88,7 +132,7 @@ def main():
     parser.add_argument("--run_dir", default=str(ROOT / "runs/demo-bench"))
     a = parser.parse_args()
     result = {"run_dir": a.run_dir, "tag_use": tag_use(Path(a.run_dir)), "synthetic": synthetic()}
-    from ric.io import write_json
+    from ric.rundir import write_json
 
     write_json(ROOT / "bench/results/tag_probe.json", result)
     print(json.dumps(result, indent=2))

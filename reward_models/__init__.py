@@ -8,6 +8,7 @@ Built-in scorers register on first use; add your own with `@register_reward("nam
 path ('package.module:function') in a recipe's `rewards` list.
 """
 
+from .loading import load_pretrained
 from .registry import (
     INPUT_FORMATS,
     FunctionScorer,
@@ -18,6 +19,7 @@ from .registry import (
     load_rewards,
     register_reward,
     reward_display_name,
+    reward_summary,
 )
 
 __all__ = [
@@ -27,7 +29,9 @@ __all__ = [
     "check_reward_names",
     "get_reward",
     "list_rewards",
+    "load_pretrained",
     "load_rewards",
     "register_reward",
     "reward_display_name",
+    "reward_summary",
 ]

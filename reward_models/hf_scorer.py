@@ -12,23 +12,10 @@ from __future__ import annotations
 
 import os
 
+from .loading import load_pretrained
 from .registry import INPUT_FORMATS, RewardScorer, register_reward
 
 MAX_REWARD_TOKENS = 1024
-
-
-def load_pretrained(cls, name_or_path: str, what: str, **kwargs):
-    """`cls.from_pretrained` with one clear message when a hub id cannot be reached offline."""
-    try:
-        return cls.from_pretrained(name_or_path, **kwargs)
-    except OSError as err:
-        if os.path.isdir(name_or_path):
-            raise
-        raise OSError(
-            f"cannot load the {what} {name_or_path!r}: it is not a local folder and the Hugging Face hub "
-            f"could not provide it ({type(err).__name__}). Make it available locally (download it on a machine "
-            "with the hub and pass the folder's path) or run where the hub is reachable."
-        ) from None
 
 
 def build_reward_inputs(input_format: str, prompts: list[str], responses: list[str], bos_token: str | None):

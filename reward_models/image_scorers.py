@@ -1,4 +1,4 @@
-"""Image rewards for the text-to-image branch (PAPER.md, text-to-image row). Same registry as text:
+"""Image rewards for the text-to-image branch (the paper's text-to-image task). Same registry as text:
 a scorer takes (prompts, images) where images are PIL images (or paths), batched.
 
 - `compressibility`: minus the JPEG size in kilobytes at quality 95 (the paper's; flat images win).
@@ -82,21 +82,30 @@ class AestheticScorer(ImageScorer):
 
     name = "aesthetic"
 
-    def __init__(self, head: str | None = None, clip_model: str = "openai/clip-vit-large-patch14", batch_size: int = 16,
-                 device: str | None = None):
+    def __init__(
+        self,
+        head: str | None = None,
+        clip_model: str = "openai/clip-vit-large-patch14",
+        batch_size: int = 16,
+        device: str | None = None,
+    ):
         import torch
         from safetensors.torch import load_file
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        from .hf_scorer import load_pretrained
+        from .loading import load_pretrained
 
         if head is None:
-            raise ValueError("aesthetic: give `head`, a safetensors file (or folder holding aesthetic_head.safetensors) "
-                             "with the linear head's `weight` [1, dim] and `bias` [1]")
+            raise ValueError(
+                "aesthetic: give `head`, a safetensors file (or folder holding aesthetic_head.safetensors) "
+                "with the linear head's `weight` [1, dim] and `bias` [1]"
+            )
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.processor = load_pretrained(CLIPImageProcessor, clip_model, what="CLIP image processor")
-        self.model = load_pretrained(CLIPVisionModelWithProjection, clip_model, what="CLIP vision model").to(self.device).eval()
+        self.model = (
+            load_pretrained(CLIPVisionModelWithProjection, clip_model, what="CLIP vision model").to(self.device).eval()
+        )
         path = _head_file(head)
         weights = load_file(path)
         if "weight" not in weights or "bias" not in weights:
@@ -104,12 +113,17 @@ class AestheticScorer(ImageScorer):
         self.head = torch.nn.Linear(weights["weight"].shape[1], 1).to(self.device)
         self.head.load_state_dict({"weight": weights["weight"], "bias": weights["bias"]})
         if self.head.in_features != self.model.config.projection_dim:
-            raise ValueError(f"aesthetic head takes {self.head.in_features} features, the CLIP model gives {self.model.config.projection_dim}")
+            raise ValueError(
+                f"aesthetic head takes {self.head.in_features} features, the CLIP model gives "
+                f"{self.model.config.projection_dim}"
+            )
 
     def _score_batch(self, prompts, images):
         import torch
 
-        pixels = self.processor(images=[to_image(im) for im in images], return_tensors="pt")["pixel_values"].to(self.device)
+        pixels = self.processor(images=[to_image(im) for im in images], return_tensors="pt")["pixel_values"].to(
+            self.device
+        )
         with torch.inference_mode():
             embeds = self.model(pixel_values=pixels).image_embeds
             embeds = torch.nn.functional.normalize(embeds, dim=-1)
@@ -128,5 +142,7 @@ def _head_file(head: str) -> str:
     try:
         return hf_hub_download(head, "aesthetic_head.safetensors")
     except Exception as err:  # the hub stack raises many types; give one message
-        raise OSError(f"cannot load the aesthetic head {head!r}: not a local file and the hub could not provide it "
-                      f"({type(err).__name__}). Make it available locally.") from None
+        raise OSError(
+            f"cannot load the aesthetic head {head!r}: not a local file and the hub could not provide it "
+            f"({type(err).__name__}). Make it available locally."
+        ) from None

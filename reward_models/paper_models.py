@@ -1,4 +1,4 @@
-"""The paper's six reward models, by name, each with its hub id and the input adapter PAPER.md gives.
+"""The paper's six reward models, by name, each with its hub id and how each reads its input.
 
 | name     | hub id                                          | reads                                  | logit |
 |----------|-------------------------------------------------|----------------------------------------|-------|
@@ -20,18 +20,41 @@ from .hf_scorer import SequenceClassifierScorer
 from .registry import register_reward
 
 PAPER_REWARD_MODELS = {
-    "harmless": {"model": "Ray2333/gpt2-large-harmless-reward_model", "input_format": "prompt_response", "logit_index": 0},
-    "helpful": {"model": "Ray2333/gpt2-large-helpful-reward_model", "input_format": "prompt_response", "logit_index": 0},
+    "harmless": {
+        "model": "Ray2333/gpt2-large-harmless-reward_model",
+        "input_format": "prompt_response",
+        "logit_index": 0,
+    },
+    "helpful": {
+        "model": "Ray2333/gpt2-large-helpful-reward_model",
+        "input_format": "prompt_response",
+        "logit_index": 0,
+    },
     "humor": {"model": "mohameddhiab/humor-no-humor", "input_format": "response", "logit_index": 1},
     "summary": {"model": "Tristan/gpt2_reward_summarization", "input_format": "response_bos_prompt", "logit_index": 0},
-    "faithful": {"model": "CogComp/bart-faithful-summary-detector", "input_format": "response_prompt", "logit_index": 1},
-    "deberta": {"model": "OpenAssistant/reward-model-deberta-v3-large-v2", "input_format": "prompt_response", "logit_index": 0},
+    "faithful": {
+        "model": "CogComp/bart-faithful-summary-detector",
+        "input_format": "response_prompt",
+        "logit_index": 1,
+    },
+    "deberta": {
+        "model": "OpenAssistant/reward-model-deberta-v3-large-v2",
+        "input_format": "prompt_response",
+        "logit_index": 0,
+    },
 }
 
 
 def _factory(name: str, spec: dict):
-    def build(model: str | None = None, batch_size: int = 16, device: str | None = None, max_length: int = 1024,
-              dtype: str = "float32", trust_remote_code: bool = False, **overrides):
+    def build(
+        model: str | None = None,
+        batch_size: int = 16,
+        device: str | None = None,
+        max_length: int = 1024,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        **overrides,
+    ):
         scorer = SequenceClassifierScorer(
             model=model or spec["model"],
             input_format=overrides.pop("input_format", spec["input_format"]),

@@ -97,6 +97,16 @@ def list_rewards() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def reward_summary(name: str) -> dict:
+    """{"name", "input_format", "description"} of a registered reward (what `ric rewards` lists)."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown reward {name!r}; known: {', '.join(list_rewards())}")
+    factory = _REGISTRY[name]
+    doc = (factory.__doc__ or "").strip().splitlines()
+    return {"name": name, "input_format": getattr(factory, "input_format", "?"), "description": doc[0] if doc else ""}
+
+
 def _load_builtins() -> None:
     # Importing the modules registers their scorers; kept lazy so `import reward_models` stays light.
     from . import hf_scorer, image_scorers, paper_models, text_scorers  # noqa: F401
@@ -149,7 +159,9 @@ def check_reward_names(names: Sequence[str], declared: dict[str, Any] | None = N
         raise ValueError(f"`{field}`: reward names must be distinct, got {display}")
 
 
-def _call_supported(factory: Callable, optional: dict[str, Any], strict: dict[str, Any] | None = None, where: str = ""):
+def _call_supported(
+    factory: Callable, optional: dict[str, Any], strict: dict[str, Any] | None = None, where: str = ""
+):
     """Call `factory` with the optional keywords it accepts (a lexicon takes no `device`) and every strict one."""
     params = inspect.signature(factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -163,7 +175,10 @@ def _call_supported(factory: Callable, optional: dict[str, Any], strict: dict[st
         return factory(**{**kwargs, **strict})
     except TypeError as err:
         if "required" in str(err) and "argument" in str(err):
-            raise ValueError(f"{where or getattr(factory, '__name__', 'reward')}: {err}; e.g. give `model: <hub id or local folder>`") from None
+            raise ValueError(
+                f"{where or getattr(factory, '__name__', 'reward')}: {err}; e.g. give `model: <hub id or local "
+                "folder>`"
+            ) from None
         raise
 
 

@@ -92,11 +92,13 @@ class RelevanceScorer(RewardScorer):
     name = "relevance"
     input_format = "prompt_response"
 
-    def __init__(self, model: str | None = None, batch_size: int = 64, device: str | None = None, max_length: int = 256):
+    def __init__(
+        self, model: str | None = None, batch_size: int = 64, device: str | None = None, max_length: int = 256
+    ):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from .hf_scorer import load_pretrained
+        from .loading import load_pretrained
 
         path = model or minilm_path()
         self.batch_size, self.max_length = batch_size, max_length

@@ -39,7 +39,7 @@ __all__ = [
 def __getattr__(name):
     # Heavy imports (torch, transformers) only when the generation API is used.
     if name == "RiCGenerator":
-        from .generation import RiCGenerator
+        from .inference import RiCGenerator
 
         return RiCGenerator
     raise AttributeError(f"module 'ric' has no attribute {name!r}")

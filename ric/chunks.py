@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .io import atomic_write_text, read_json, write_json
+from .rundir import RunFileError, atomic_write_text, read_json, write_json
 
 
 def fingerprint(items: list[dict]) -> str:
@@ -23,16 +23,22 @@ def fingerprint(items: list[dict]) -> str:
 
 
 class ChunkStore:
-    def __init__(self, folder: str | Path, items: list[dict], chunk_size: int):
+    """The chunk files of one work list under `folder`, with a manifest of the list's fingerprint.
+
+    `tag` (JSON-able) joins the fingerprint: settings that shape every row (e.g. the reward names)
+    without being part of each item."""
+
+    def __init__(self, folder: str | Path, items: list[dict], chunk_size: int, tag=None):
         self.folder = Path(folder)
         self.items, self.chunk_size = items, chunk_size
         self.num_chunks = (len(items) + chunk_size - 1) // chunk_size
-        manifest = {"num_items": len(items), "chunk_size": chunk_size, "fingerprint": fingerprint(items)}
+        marked = items if tag is None else [{"tag": tag}, *items]
+        manifest = {"num_items": len(items), "chunk_size": chunk_size, "fingerprint": fingerprint(marked)}
         path = self.folder / "manifest.json"
         if path.exists():
             existing = read_json(path)
             if existing != manifest:
-                raise RuntimeError(
+                raise RunFileError(
                     f"{self.folder} holds chunks of a different work list ({existing} vs {manifest}); "
                     "it was written with other settings. Remove the folder to start this stage over."
                 )
@@ -52,8 +58,15 @@ class ChunkStore:
         atomic_write_text(self.chunk_path(index), "".join(json.dumps(r) + "\n" for r in rows))
 
     def read(self, index: int) -> list[dict]:
-        with open(self.chunk_path(index), encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        path = self.chunk_path(index)
+        with open(path, encoding="utf-8") as handle:
+            lines = [line for line in handle if line.strip()]
+        try:
+            return [json.loads(line) for line in lines]
+        except json.JSONDecodeError:
+            raise RunFileError(
+                f"{path} is damaged (not JSON lines); remove it and run again to redo that chunk"
+            ) from None
 
     def read_all(self) -> list[dict]:
         return [row for i in range(self.num_chunks) for row in self.read(i)]
@@ -80,6 +93,7 @@ def run_chunked(
     work: Callable[[list[dict]], list[dict]],
     desc: str = "chunks",
     progress: bool = True,
+    tag=None,
 ) -> list[dict]:
     """Apply `work` to `items` chunk by chunk, skipping chunks already written; return every row.
 
@@ -88,7 +102,7 @@ def run_chunked(
     a barrier.
     """
     rank, world = distributed_rank()
-    store = ChunkStore(folder, items, chunk_size)
+    store = ChunkStore(folder, items, chunk_size, tag)
     todo = [i for i in range(store.num_chunks) if not store.done(i) and i % world == rank]
     progress = progress and rank == 0
     if progress and store.num_chunks:

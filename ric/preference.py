@@ -1,4 +1,4 @@
-"""Preference weights -> target scores (RiC's dynamic preference adjustment, PAPER.md stage 4).
+"""Preference weights -> target scores (RiC's dynamic preference adjustment, paper stage 4).
 
 The user picks weights w = (w_1..w_N); each objective's target is placed inside the normalised
 score range [low_i, high_i] according to one of three mappings:
@@ -67,7 +67,9 @@ def parse_preference(preference, num_objectives: int | None = None, field: str =
         try:
             weights = [float(p) for p in preference]
         except (TypeError, ValueError):
-            raise ValueError(f"{field}: cannot parse {preference!r}; give a list of numbers, e.g. [0.2, 0.8]") from None
+            raise ValueError(
+                f"{field}: cannot parse {preference!r}; give a list of numbers, e.g. [0.2, 0.8]"
+            ) from None
     if not weights:
         raise ValueError(f"{field}: empty; give one weight per objective, e.g. 0.2,0.8")
     if num_objectives is not None and len(weights) != num_objectives:
@@ -120,6 +122,28 @@ def preference_to_targets(
         factor[int(np.argmax(w))] = 1.0
         targets = factor * span + low_a
     return [round1(t) for t in targets]
+
+
+def check_targets(
+    targets, low: Sequence[float], high: Sequence[float], names: Sequence[str], field: str = "targets"
+) -> list[float]:
+    """Explicit normalised targets given by a user: one finite number per objective, inside the score
+    range [low, high] widened by 1 on each side (a little extrapolation is allowed, not more)."""
+    names_text = ", ".join(names)
+    if isinstance(targets, (str, bytes)) or not hasattr(targets, "__iter__"):
+        raise ValueError(f"{field}: give {len(names)} numbers ({names_text}), got {targets!r}")
+    try:
+        values = [float(t) for t in targets]
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: give {len(names)} numbers ({names_text}), got {targets!r}") from None
+    if len(values) != len(names):
+        raise ValueError(f"{field}: need {len(names)} values ({names_text}), got {len(values)}")
+    for name, value, lo, hi in zip(names, values, low, high):
+        if not math.isfinite(value):
+            raise ValueError(f"{field}: {name} = {value} is not a finite number")
+        if not lo - 1 <= value <= hi + 1:
+            raise ValueError(f"{field}: {name} = {value} is outside the run's score range [{lo}, {hi}] (widened by 1)")
+    return values
 
 
 def simplex_lattice(num_objectives: int, divisions: int) -> list[tuple[float, ...]]:

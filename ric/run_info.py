@@ -1,8 +1,10 @@
 """`ric_run.json`: the one file generation needs, written in the run root and beside every adapter.
 
-It names the base model, the rewards (in tag order) and how they load, the template, the
-normalisation statistics (mean/std of each raw reward over the training set), the normalised score
-range (low/high) the preference mapping uses, and the default generation settings.
+It names the method and the base model, the rewards (in tag order) and how they load, the template,
+the default generation settings and what the method conditions on: for RiC and text-to-image the
+normalisation statistics (mean/std of each raw reward over the training set) and the normalised
+score range (low/high) the preference mapping uses; for the RL baselines their policies (one LoRA
+adapter per weight vector).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import RUN_INFO, read_json, write_json
+from .rundir import RUN_INFO, RunFileError, read_json, write_json
 
 FORMAT_VERSION = 1
 
@@ -52,9 +54,11 @@ class RunInfo:
     base_model: str
     rewards: list[str]
     template: str
-    reward_stats: RewardStats
-    score_low: list[float]
-    score_high: list[float]
+    reward_stats: RewardStats | None = None
+    score_low: list[float] | None = None
+    score_high: list[float] | None = None
+    method: str = "ric"
+    policies: list[dict] | None = None  # RL baselines: [{"label", "weights", "adapter"}]
     reward_models: dict | None = None
     system_prompt: str | None = None
     preference_method: str = "l2"
@@ -70,13 +74,14 @@ class RunInfo:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
-        data["reward_stats"] = self.reward_stats.to_dict()
+        data["reward_stats"] = self.reward_stats.to_dict() if self.reward_stats else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RunInfo:
         data = dict(data)
-        data["reward_stats"] = RewardStats(**data["reward_stats"])
+        if data.get("reward_stats") is not None:
+            data["reward_stats"] = RewardStats(**data["reward_stats"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -92,10 +97,20 @@ def load_run_info(path: str | Path) -> tuple[RunInfo, Path]:
     file = folder / RUN_INFO
     if not file.exists():
         raise FileNotFoundError(
-            f"{str(folder)!r} has no {RUN_INFO}: it is not a trained RiC run directory or adapter folder. "
+            f"{str(folder)!r} has no {RUN_INFO}: it is not a trained run directory or adapter folder. "
             "Run `ric train` (or `ric run RECIPE.yaml`) to create one."
         )
-    return RunInfo.from_dict(read_json(file)), folder
+    data = read_json(file)
+    required = ("base_model", "rewards", "template")
+    if not isinstance(data, dict) or any(k not in data for k in required):
+        missing = [k for k in required if not isinstance(data, dict) or k not in data]
+        raise RunFileError(
+            f"{file}: missing field(s) {missing}; the file was damaged: restore it or train the run again"
+        )
+    try:
+        return RunInfo.from_dict(data), folder
+    except TypeError as err:
+        raise RunFileError(f"{file}: unreadable ({err}); restore it or train the run again") from None
 
 
 def score_range(normalized: np.ndarray, quantile: float = 0.0) -> tuple[list[float], list[float]]:

@@ -1,4 +1,4 @@
-"""Score tags: writing reward scores into prompts (PAPER.md stage 2).
+"""Score tags: writing reward scores into prompts (paper stage 2).
 
 Templates:
 - `assistant`: "\\n\\nHuman: ... \\n\\nAssistant:" conversations (HH-RLHF). The tags go after the
@@ -57,8 +57,13 @@ def _chat_messages(prompt) -> list[dict]:
     return messages
 
 
-def add_score_tags(prompt, scores: Sequence[float] | None, template: str = "assistant", tokenizer=None,
-                   system_prompt: str | None = None) -> str:
+def add_score_tags(
+    prompt,
+    scores: Sequence[float] | None,
+    template: str = "assistant",
+    tokenizer=None,
+    system_prompt: str | None = None,
+) -> str:
     """Put score tags where the paper puts them; the result ends with the template's response marker.
 
     Args:

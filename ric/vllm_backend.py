@@ -1,7 +1,7 @@
 """Generation on vLLM, for the online stage's ~20,000 generations per iteration on a GPU.
 
-Used when `generation_backend` is "vllm", or "auto" with vLLM installed and CUDA present. Nothing
-imports this module at start-up; `ric.generation.pick_backend` decides and imports it lazily.
+Used when `generation_backend` is "vllm", or "auto" with vLLM installed and CUDA present
+(`pick_backend`). vLLM itself is imported only when an engine is built.
 The base model is loaded once per iteration with LoRA enabled and the iteration's adapter is
 attached per request, so no merged model is ever written to disk.
 """
@@ -20,11 +20,32 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
+def pick_backend(choice: str) -> str:
+    """'vllm' or 'transformers' for `generation_backend` ('auto': vLLM when installed and CUDA is present)."""
+    if choice == "vllm":
+        if not vllm_available():
+            raise ValueError(
+                "generation_backend: 'vllm' needs the vllm package and a CUDA GPU; use 'auto' or 'transformers'"
+            )
+        return "vllm"
+    if choice == "auto" and vllm_available():
+        return "vllm"
+    return "transformers"
+
+
 class VLLMGenerator:
     """A vLLM engine over the base model, generating with a LoRA adapter."""
 
-    def __init__(self, base_model_path: str, adapter_dir: str, lora_rank: int, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.85, max_model_len: int | None = None, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        base_model_path: str,
+        adapter_dir: str,
+        lora_rank: int,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        trust_remote_code: bool = False,
+    ):
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -39,14 +60,18 @@ class VLLMGenerator:
         )
         self.lora = LoRARequest("ric", 1, adapter_dir)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, temperature: float, top_p: float, seed: int | None = None,
-                 stats: dict | None = None) -> list[str]:
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int, temperature: float, top_p: float, seed: int | None = None
+    ):
+        """One completion per prompt, as a `ric.generation.Generations`."""
         from vllm import SamplingParams
+
+        from .generation import Generations
 
         params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=True)
-        texts = [o.outputs[0].text for o in outputs]
-        if stats is not None:
-            stats["generated_tokens"] = stats.get("generated_tokens", 0) + sum(len(o.outputs[0].token_ids) for o in outputs)
-            stats["sequences"] = stats.get("sequences", 0) + len(outputs)
-        return texts
+        return Generations(
+            texts=[o.outputs[0].text for o in outputs],
+            hit_budget=[o.outputs[0].finish_reason == "length" for o in outputs],
+            generated_tokens=sum(len(o.outputs[0].token_ids) for o in outputs),
+        )

@@ -75,7 +75,12 @@ def tiny_recipe(tmp_path, tiny_model_dir):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     evaluation = tmp_path / "eval.jsonl"
-    evaluation.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["How do I boil an egg?", "Why is the sky blue?", "Name a color."]))
+    evaluation.write_text(
+        "".join(
+            json.dumps({"prompt": p}) + "\n"
+            for p in ["How do I boil an egg?", "Why is the sky blue?", "Name a color."]
+        )
+    )
     recipe = {
         "model_name_or_path": str(tiny_model_dir),
         "dataset_name": str(train),

@@ -16,10 +16,25 @@ def run_dir_of(recipe):
 def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     assert main(["run", str(tiny_recipe), "--eval_num_prompts", "2"]) == 0
     run = run_dir_of(tiny_recipe)
-    for path in ["recipe.yaml", "ric_run.json", "run_state.json", "train_stats.json", "train_loss.png",
-                 "data/train", "data/eval", "data/reward_stats.json", "data/prepare_stats.json",
-                 "adapter/adapter_model.safetensors", "adapter/ric_run.json", "adapter/tokenizer.json",
-                 "eval/pareto.json", "eval/pareto.png", "eval/base.csv", "eval/points/point_00.csv", "eval/points/point_10.csv"]:
+    for path in [
+        "recipe.yaml",
+        "ric_run.json",
+        "run_state.json",
+        "train_stats.json",
+        "train_loss.png",
+        "data/train",
+        "data/eval",
+        "data/reward_stats.json",
+        "data/prepare_stats.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/ric_run.json",
+        "adapter/tokenizer.json",
+        "eval/pareto.json",
+        "eval/pareto.png",
+        "eval/base.csv",
+        "eval/points/point_00.csv",
+        "eval/points/point_10.csv",
+    ]:
         assert (run / path).exists(), path
     pareto = json.loads((run / "eval/pareto.json").read_text())
     assert len(pareto["points"]) == 11 and pareto["num_prompts"] == 2
@@ -28,9 +43,18 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     assert pareto["hypervolume"] >= 0 and len(pareto["hypervolume_reference"]) == 2
     assert pareto["base"]["mean"].keys() == {"positivity", "conciseness"}
     header = (run / "eval/points/point_03.csv").read_text().splitlines()[0]
-    assert header.split(",") == ["prompt", "response", "desired_positivity", "desired_raw_positivity", "obtained_positivity",
-                                 "obtained_normalized_positivity", "desired_conciseness", "desired_raw_conciseness",
-                                 "obtained_conciseness", "obtained_normalized_conciseness"]
+    assert header.split(",") == [
+        "prompt",
+        "response",
+        "desired_positivity",
+        "desired_raw_positivity",
+        "obtained_positivity",
+        "obtained_normalized_positivity",
+        "desired_conciseness",
+        "desired_raw_conciseness",
+        "obtained_conciseness",
+        "obtained_normalized_conciseness",
+    ]
     state = json.loads((run / "run_state.json").read_text())["stages"]
     assert state["prepare"]["status"] == state["train"]["status"] == "done"
     out = capsys.readouterr().out
@@ -45,7 +69,21 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     assert main(["status", str(run)]) == 0
     assert "prepare" in capsys.readouterr().out
 
-    assert main(["generate", str(run), "--preference", "0.2,0.8", "How do I brew green tea?", "--json", "--max_new_tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "--preference",
+                "0.2,0.8",
+                "How do I brew green tea?",
+                "--json",
+                "--max_new_tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     line = json.loads(captured.out.strip().splitlines()[-1])
     assert line["prompt"] == "How do I brew green tea?" and line["preference"] == [0.2, 0.8]
@@ -55,7 +93,24 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     assert line["targets"] == preference_to_targets([0.2, 0.8], info["score_low"], info["score_high"], "l2")
     assert "targets: positivity=" in captured.err
 
-    assert main(["evaluate", str(run), "--eval_num_prompts", "1", "--eval_base_model", "false", "--eval_dir", str(run / "eval1")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--eval_num_prompts",
+                "1",
+                "--eval_base_model",
+                "false",
+                "--eval_dir",
+                str(run / "eval1"),
+                "--hypervolume_reference",
+                "-1",
+                "0",
+            ]
+        )
+        == 0
+    )
     one = json.loads((run / "eval1/pareto.json").read_text())
     assert one["num_prompts"] == 1 and one["base"] is None
 
@@ -65,11 +120,23 @@ def test_generate_bad_inputs_fail_before_loading(tiny_recipe, tmp_path, capsys):
     fake.mkdir()
     assert main(["generate", str(fake), "--preference", "0.5,0.5", "hi"]) == 2
     assert "ric_run.json" in capsys.readouterr().err
-    info = {"base_model": "/nonexistent/model", "rewards": ["positivity", "conciseness"], "template": "chat",
-            "reward_stats": {"mean": {"positivity": 0, "conciseness": 0}, "std": {"positivity": 1, "conciseness": 1}},
-            "score_low": [-1, -1], "score_high": [1, 1], "adapter": "adapter"}
+    info = {
+        "base_model": "/nonexistent/model",
+        "rewards": ["positivity", "conciseness"],
+        "template": "chat",
+        "reward_stats": {"mean": {"positivity": 0, "conciseness": 0}, "std": {"positivity": 1, "conciseness": 1}},
+        "score_low": [-1, -1],
+        "score_high": [1, 1],
+        "adapter": "adapter",
+    }
     (fake / "ric_run.json").write_text(json.dumps(info))
-    for bad, fragment in [("0.5", "give 2 comma-separated weights"), ("0.5,-0.5", "negative"), ("nan,1", "NaN"), ("0,0", "all weights are zero"), ("x,y", "cannot parse")]:
+    for bad, fragment in [
+        ("0.5", "give 2 comma-separated weights"),
+        ("0.5,-0.5", "negative"),
+        ("nan,1", "NaN"),
+        ("0,0", "all weights are zero"),
+        ("x,y", "cannot parse"),
+    ]:
         assert main(["generate", str(fake), "--preference", bad, "hi"]) == 2
         err = capsys.readouterr().err
         assert "--preference" in err and fragment in err, err

@@ -51,11 +51,16 @@ def test_bundled_smollm2_prepare_train_evaluate_generate(tmp_path, capsys):
     with open(run / "eval/base.csv", newline="") as handle:
         base = list(csv.DictReader(handle))
     assert len(base) == 3
-    expected = np.corrcoef([float(r["obtained_positivity"]) for r in base], [float(r["obtained_relevance"]) for r in base])
+    expected = np.corrcoef(
+        [float(r["obtained_positivity"]) for r in base], [float(r["obtained_relevance"]) for r in base]
+    )
     got = np.array(pareto["base"]["pearson"], dtype=float)  # null (constant scores) reads as nan
     assert np.allclose(got, expected, atol=1e-3, equal_nan=True)
     capsys.readouterr()
-    assert main(["generate", str(run), "--preference", "0.2,0.8", "How do I brew green tea?", "--max_new_tokens", "8"]) == 0
+    assert (
+        main(["generate", str(run), "--preference", "0.2,0.8", "How do I brew green tea?", "--max_new_tokens", "8"])
+        == 0
+    )
     out = capsys.readouterr()
     assert out.out.strip(), "a response is printed"
     assert "targets: positivity=" in out.err

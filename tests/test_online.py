@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ric import select_by_quantile, sample_targets
+from ric import sample_targets, select_by_quantile
 
 
 def test_sample_targets_shape_range_and_one_free_objective():
@@ -34,7 +34,18 @@ def test_select_by_quantile_hand_made():
     # 0,0,0,0,0,0,1,2,3,9 -> 1.3; column 1 sorted is 0,0,0,0,1,2,3,4,9,10 -> 3.3
     assert np.quantile(scores, 0.7, axis=0).tolist() == pytest.approx([1.3, 3.3])
     # kept: rows 2, 3 (column 0 >= 1.3), rows 4, 8 (column 1 >= 3.3), row 9 (both)
-    assert select_by_quantile(scores, 0.7).tolist() == [False, False, True, True, True, False, False, False, True, True]
+    assert select_by_quantile(scores, 0.7).tolist() == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_select_by_quantile_ties_are_kept():
@@ -61,33 +72,43 @@ def test_select_by_quantile_refuses_bad_quantile(q):
 
 
 def _trained_run(tiny_recipe, **changes):
-    import yaml
+    """A run directory prepared and trained offline, whose recipe asks for one online iteration."""
+    from ric.pipeline import run_stages
+    from tests.helpers import stages_of, update_recipe
 
-    from ric.cli import parse_run_args
-    from ric.prepare import prepare
-    from ric.ric_trainer import train
+    defaults = dict(
+        num_online_iterations=1,
+        online_num_generations=10,
+        generation_chunk_size=4,
+        online_max_steps=2,
+        online_num_origin_samples=3,
+        online_target_range="data",
+    )
+    update_recipe(tiny_recipe, **{**defaults, **changes})
+    run, stages = stages_of(tiny_recipe)
+    run_stages(run.run_dir, [s for s in stages if s.name in ("prepare", "train")])
+    return run
 
-    recipe = yaml.safe_load(tiny_recipe.read_text())
-    recipe.update({"num_online_iterations": 1, "online_num_generations": 10, "online_chunk_size": 4, "online_max_steps": 2,
-                   "online_num_origin_samples": 3, "online_target_range": "data", **changes})
-    tiny_recipe.write_text(yaml.safe_dump(recipe))
-    (model_args, data_args, args, _), _ = parse_run_args([], str(tiny_recipe))
-    prepare(args.output_dir, model_args, data_args, args, progress=False)
-    train(args.output_dir, model_args, data_args, args, progress=False)
-    return model_args, data_args, args
+
+def run_online(recipe, argv=()):
+    """The online stages of `recipe` through the pipeline; each iteration's statistics."""
+    from ric.pipeline import run_stages
+    from ric.rundir import read_json
+    from tests.helpers import stages_of
+
+    run, stages = stages_of(recipe, argv)
+    run_stages(run.run_dir, [s for s in stages if s.name.startswith("online_")])
+    return [read_json(p) for p in sorted(run.run_dir.glob("online/iter_*/stats.json"))]
 
 
 def test_one_full_online_iteration_on_a_tiny_model(tiny_recipe):
-    from pathlib import Path
 
     import datasets
 
-    from ric.io import RunState, read_json
-    from ric.online import run_online
+    from ric.rundir import RunState, read_json
 
-    model_args, data_args, args = _trained_run(tiny_recipe)
-    run = Path(args.output_dir)
-    [stats] = run_online(run, model_args, data_args, args, progress=False)
+    run = _trained_run(tiny_recipe).run_dir
+    [stats] = run_online(tiny_recipe)
     assert stats["generated"] == 10 and stats["kept"] + stats["dropped"] + stats["empty_responses_dropped"] == 10
     assert stats["origin_kept"] <= 3 and stats["training_rows"] == stats["origin_kept"] + stats["kept"]
     assert stats["train"]["global_step"] == 2
@@ -104,9 +125,9 @@ def test_one_full_online_iteration_on_a_tiny_model(tiny_recipe):
     assert read_json(run / "adapter_online_1/ric_run.json")["adapter"] == "adapter_online_1"
     assert info["adapter"] == "adapter_online_1", "the run now points to the newest adapter"
     state = RunState(run)
-    assert all(state.done(f"online_1:{s}") for s in ("generate", "score", "train"))
+    assert all(state.done(f"online_1:{s}") for s in ("generate", "score")) and state.done("online_1")
     # a rerun finds the iteration done
-    again = run_online(run, model_args, data_args, args, progress=False)
+    again = run_online(tiny_recipe)
     assert again[0]["kept"] == stats["kept"]
 
 
@@ -115,10 +136,8 @@ def test_online_resume_after_a_crash_gives_the_same_rows(tiny_recipe, tmp_path, 
     from pathlib import Path
 
     import ric.generation
-    from ric.online import run_online
 
-    model_args, data_args, args = _trained_run(tiny_recipe, online_num_generations=12)
-    run = Path(args.output_dir)
+    run = _trained_run(tiny_recipe, online_num_generations=12).run_dir
     reference_dir = tmp_path / "reference"
     import shutil
 
@@ -135,7 +154,7 @@ def test_online_resume_after_a_crash_gives_the_same_rows(tiny_recipe, tmp_path, 
 
     monkeypatch.setattr(ric.generation, "generate_batched", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        run_online(run, model_args, data_args, args, progress=False)
+        run_online(tiny_recipe)
     gen = run / "online/iter_1/gen"
     assert sorted(p.name for p in gen.glob("chunk_*.jsonl")) == ["chunk_00000.jsonl", "chunk_00001.jsonl"]
     first_two = [(gen / f"chunk_0000{i}.jsonl").read_text() for i in range(2)]
@@ -147,34 +166,38 @@ def test_online_resume_after_a_crash_gives_the_same_rows(tiny_recipe, tmp_path, 
         return real(*a, **k)
 
     monkeypatch.setattr(ric.generation, "generate_batched", counting)
-    run_online(run, model_args, data_args, args, progress=False)
+    run_online(tiny_recipe)
     assert counted["n"] == 1, "only the missing chunk is generated again"
     assert [(gen / f"chunk_0000{i}.jsonl").read_text() for i in range(2)] == first_two
 
     def rows(folder):
-        return [json.loads(line) for p in sorted(Path(folder).glob("chunk_*.jsonl")) for line in p.read_text().splitlines()]
+        return [
+            json.loads(line) for p in sorted(Path(folder).glob("chunk_*.jsonl")) for line in p.read_text().splitlines()
+        ]
 
     resumed = rows(gen)
     assert len(resumed) == 12 and len({r["i"] for r in resumed}) == 12, "no row lost or doubled"
 
     monkeypatch.setattr(ric.generation, "generate_batched", real)
-    args.output_dir = str(reference_dir)
-    run_online(reference_dir, model_args, data_args, args, progress=False)
+    run_online(tiny_recipe, ["--output_dir", str(reference_dir)])
     assert rows(reference_dir / "online/iter_1/gen") == resumed, "the resumed run equals an uninterrupted one"
 
 
 def test_online_bad_inputs(tiny_recipe, tmp_path):
     import yaml
 
-    from ric.cli import parse_run_args
     from ric.online import check_online_run
+    from tests.helpers import parse_run_args
 
     (_, _, args, _), _ = parse_run_args([], str(tiny_recipe))
     with pytest.raises(ValueError, match="no training statistics"):
         check_online_run(tmp_path, args)
     recipe = yaml.safe_load(tiny_recipe.read_text())
-    for key, value, fragment in [("online_quantile", 0.0, "online_quantile"), ("online_num_generations", 0, "online_num_generations"),
-                                 ("online_max_steps", -1, "online_max_steps")]:
+    for key, value, fragment in [
+        ("online_quantile", 0.0, "online_quantile"),
+        ("online_num_generations", 0, "online_num_generations"),
+        ("online_max_steps", -1, "online_max_steps"),
+    ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump({**recipe, key: value}))
         with pytest.raises(ValueError, match=fragment):

@@ -62,9 +62,9 @@ def test_generate_uses_it_as_a_processor_and_repeats_with_the_seed(tiny_model_di
     smol_tokenizer.pad_token = smol_tokenizer.eos_token
     kw = dict(max_new_tokens=8, temperature=0.7, top_p=0.9, template="chat", progress=False, trim_truncated=False)
     prompts = ["<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nhi there<|im_end|>\n"]
-    first = generate_batched(model, smol_tokenizer, prompts, seed=3, **kw)
-    assert first == generate_batched(model, smol_tokenizer, prompts, seed=3, **kw)
-    assert first != generate_batched(model, smol_tokenizer, prompts, seed=4, **kw)
+    first = generate_batched(model, smol_tokenizer, prompts, seed=3, **kw).texts
+    assert first == generate_batched(model, smol_tokenizer, prompts, seed=3, **kw).texts
+    assert first != generate_batched(model, smol_tokenizer, prompts, seed=4, **kw).texts
     with pytest.raises(ValueError, match="top_p"):
         NucleusSampler(0.7, 0.0)
     with pytest.raises(ValueError, match="temperature"):

@@ -1,7 +1,8 @@
-"""RiC for text-to-image (PAPER.md, text-to-image row): score-tagged captions, LoRA on a stock
-Stable Diffusion UNet, image rewards, preference-controlled generation.
+"""RiC for text-to-image: score-tagged captions, LoRA on a stock diffusers UNet, image rewards,
+preference-controlled generation (`prepare.py`, `train.py`, `generate.py`; `tiny.py` builds the
+tiny pipeline of the tests and the smoke recipe).
 
-It reuses the text side's preference mapping (`ric.preference`), reward registry
-(`reward_models`), normalisation statistics and run-directory conventions; diffusers is imported
-only here, so the text path never needs it.
+It reuses the text side's preference mapping (`ric.preference`), reward registry (`reward_models`),
+normalisation statistics, report and run-directory conventions; diffusers is imported only here,
+so the text path never needs it.
 """

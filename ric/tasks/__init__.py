@@ -1,4 +1,4 @@
-"""Dataset builders for the paper's tasks (PAPER.md "Tasks and reward models of the paper").
+"""Dataset builders for the paper's tasks (the Helpful Assistant and Reddit Summary tasks; docs/method.md).
 
 A builder turns a hub dataset (or a local copy in the same schema) into the (prompt, response)
 training rows and held-out evaluation prompts that `ric prepare` scores. Select one with

@@ -33,8 +33,16 @@ def token_length_filter(pairs, tokenizers, min_tokens: int, max_tokens: int):
     return keep
 
 
-def build_hh_rlhf(name: str = HUB_ID, config: str | None = None, tokenizers=(), min_tokens: int = 8,
-                  max_tokens: int = 512, eval_every: int = 4, train_split: str = "train", test_split: str = "test"):
+def build_hh_rlhf(
+    name: str = HUB_ID,
+    config: str | None = None,
+    tokenizers=(),
+    min_tokens: int = 8,
+    max_tokens: int = 512,
+    eval_every: int = 4,
+    train_split: str = "train",
+    test_split: str = "test",
+):
     """Returns (train rows {prompt, response, source}, eval prompts, counts)."""
     train = load_table(name, train_split, config)
     require_columns(train, ["chosen", "rejected"], name)
@@ -61,6 +69,11 @@ def build_hh_rlhf(name: str = HUB_ID, config: str | None = None, tokenizers=(), 
         if split is not None:
             eval_prompts.append(split[0])
     eval_prompts = list(dict.fromkeys(eval_prompts))
-    counts = {"train_rows": len(train), "samples": len(pairs), "malformed": malformed,
-              "dropped_by_length": len(pairs) - sum(keep), "eval_prompts": len(eval_prompts)}
+    counts = {
+        "train_rows": len(train),
+        "samples": len(pairs),
+        "malformed": malformed,
+        "dropped_by_length": len(pairs) - sum(keep),
+        "eval_prompts": len(eval_prompts),
+    }
     return rows, eval_prompts, counts

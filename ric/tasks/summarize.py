@@ -21,9 +21,16 @@ def _post_ok(post: str | None, min_chars: int, max_chars: int) -> bool:
     return post is not None and min_chars <= len(post) <= max_chars
 
 
-def build_summarize_from_feedback(name: str = HUB_ID, config: str | None = "comparisons", tokenizers=(),
-                                  min_chars: int = 100, max_chars: int = 1200, num_eval_posts: int = 2000,
-                                  train_split: str = "train", test_split: str = "validation"):
+def build_summarize_from_feedback(
+    name: str = HUB_ID,
+    config: str | None = "comparisons",
+    tokenizers=(),
+    min_chars: int = 100,
+    max_chars: int = 1200,
+    num_eval_posts: int = 2000,
+    train_split: str = "train",
+    test_split: str = "validation",
+):
     """Returns (train rows {prompt, response, source}, eval prompts, counts)."""
     train = load_table(name, train_split, config)
     require_columns(train, ["info", "summaries"], name)
@@ -50,6 +57,10 @@ def build_summarize_from_feedback(name: str = HUB_ID, config: str | None = "comp
         eval_prompts.append(flatten(post))
         if len(eval_prompts) >= num_eval_posts:
             break
-    counts = {"train_rows": len(train), "posts_dropped_by_length": dropped, "samples": len(rows["prompt"]),
-              "eval_prompts": len(eval_prompts)}
+    counts = {
+        "train_rows": len(train),
+        "posts_dropped_by_length": dropped,
+        "samples": len(rows["prompt"]),
+        "eval_prompts": len(eval_prompts),
+    }
     return rows, eval_prompts, counts

@@ -1,7 +1,12 @@
-"""Atomic file writes and the run directory's layout and stage record.
+"""The run directory: its file names, atomic writes, the stage record and the compute record.
 
 Everything a run writes goes through a temporary file (or folder) renamed into place, so a crash
 never leaves a half-written JSON, CSV or dataset: a rerun sees either the old file or the new one.
+Two records sit in the root of every run directory:
+
+- `run_state.json`: which stages (and steps inside a stage) have finished; `ric status` reads it.
+- `compute.json`: what each stage cost (wall-clock and CPU seconds, optimizer steps, generated
+  tokens, and the parts of a stage such as sampling and scoring); `ric compare` reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from pathlib import Path
 
 RUN_INFO = "ric_run.json"  # everything generation needs (beside every adapter and in the run root)
 STATE = "run_state.json"  # which stage each part of the run reached
+COMPUTE = "compute.json"  # what each stage cost
 RECIPE = "recipe.yaml"  # the effective recipe (file + command-line overrides)
+COMPUTE_FIELDS = ("wall_seconds", "cpu_seconds", "optimizer_steps", "generated_tokens")
+
+
+class RunFileError(ValueError):
+    """A file of a run directory that exists but cannot be read (corrupt or hand-edited)."""
 
 
 def _clean(obj):
@@ -61,8 +72,16 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def read_json(path: str | Path):
+    """Parse a JSON file; a corrupt one raises `RunFileError` naming the file and the fix."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        text = handle.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RunFileError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); it was damaged or "
+            "edited by hand: restore it, or remove it so that the stage that writes it runs again"
+        ) from None
 
 
 def write_yaml(path: str | Path, obj) -> None:
@@ -109,12 +128,40 @@ def atomic_write_csv(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def save_figure(fig, path: str | Path) -> None:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
 class RunState:
-    """`run_state.json`: the stages a run directory has finished, with their timings."""
+    """`run_state.json`: the stages (and steps inside stages) a run directory has finished."""
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / STATE
         self.data = read_json(self.path) if self.path.exists() else {"stages": {}}
+        if not isinstance(self.data, dict) or not isinstance(self.data.get("stages"), dict):
+            raise RunFileError(
+                f'{self.path}: expected {{"stages": {{...}}}}; remove the file to start the run\'s record over'
+            )
 
     def done(self, stage: str) -> bool:
         return self.data["stages"].get(stage, {}).get("status") == "done"
@@ -123,24 +170,24 @@ class RunState:
         return self.data["stages"].get(stage, {})
 
     def mark(self, stage: str, status: str = "done", **info) -> None:
+        """Record a stage's status (main process only: the other processes of a launch read it)."""
+        if not is_main_process():
+            return
         entry = self.data["stages"].setdefault(stage, {})
         entry.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **info)
         write_json(self.path, self.data)
-
-    def reset(self, stage: str) -> None:
-        self.data["stages"].pop(stage, None)
-        write_json(self.path, self.data)
-
-
-COMPUTE = "compute.json"  # what each training-side stage cost: wall/CPU seconds, optimizer steps, generated tokens
 
 
 class ComputeMeter:
     """Measures one stage (wall-clock and this process's CPU seconds) and records it in compute.json.
 
         with ComputeMeter(run_dir, "train") as meter:
-            ...
+            with meter.part("sample"):
+                ...
             meter.steps, meter.generated_tokens = 60, 0
+
+    A stage that fails or is interrupted (Ctrl-C) keeps its time under `interrupted`; the resumed
+    run adds it in. Only the main process of a launch writes.
     """
 
     def __init__(self, run_dir: str | Path, stage: str):
@@ -148,37 +195,59 @@ class ComputeMeter:
         self.stage = stage
         self.steps = 0
         self.generated_tokens = 0
+        self.parts: dict[str, float] = {}
 
     def __enter__(self):
         self._wall, self._cpu = time.time(), time.process_time()
         return self
 
-    def __exit__(self, exc_type, exc, tb):
-        from accelerate import PartialState
+    @contextlib.contextmanager
+    def part(self, name: str):
+        """Time one part of the stage (wall-clock seconds, added to `parts` in compute.json)."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.parts[name] = round(self.parts.get(name, 0.0) + time.time() - start, 1)
 
-        if not PartialState().is_main_process:
+    def __exit__(self, exc_type, exc, tb):
+        if not is_main_process():
             return False
-        data = read_json(self.path) if self.path.exists() else {"stages": {}}
+        data = read_compute(self.path.parent)
         wall, cpu = round(time.time() - self._wall, 1), round(time.process_time() - self._cpu, 1)
         if exc_type is not None:
-            # a stage that fails or is interrupted (Ctrl-C) keeps its time; the resumed run adds it in
-            spent = data.setdefault("interrupted", {}).setdefault(self.stage, {"wall_seconds": 0.0, "cpu_seconds": 0.0, "runs": 0})
+            spent = data.setdefault("interrupted", {}).setdefault(
+                self.stage, {"wall_seconds": 0.0, "cpu_seconds": 0.0, "runs": 0}
+            )
             spent["wall_seconds"] = round(spent["wall_seconds"] + wall, 1)
             spent["cpu_seconds"] = round(spent["cpu_seconds"] + cpu, 1)
             spent["runs"] += 1
             write_json(self.path, data)
             return False
         earlier = data.get("interrupted", {}).pop(self.stage, None)
-        data["stages"][self.stage] = {
+        entry = {
             "wall_seconds": round(wall + (earlier["wall_seconds"] if earlier else 0), 1),
             "cpu_seconds": round(cpu + (earlier["cpu_seconds"] if earlier else 0), 1),
             "optimizer_steps": int(self.steps),
             "generated_tokens": int(self.generated_tokens),
-            **({"interrupted_runs": earlier["runs"]} if earlier else {}),
         }
+        if self.parts:
+            entry["parts"] = dict(self.parts)
+        if earlier:
+            entry["interrupted_runs"] = earlier["runs"]
+        data["stages"][self.stage] = entry
         if not data.get("interrupted"):
             data.pop("interrupted", None)
         stages = data["stages"].values()
-        data["total"] = {k: round(sum(s[k] for s in stages), 1) for k in ("wall_seconds", "cpu_seconds", "optimizer_steps", "generated_tokens")}
+        data["total"] = {k: round(sum(s[k] for s in stages), 1) for k in COMPUTE_FIELDS}
         write_json(self.path, data)
         return False
+
+
+def read_compute(run_dir: str | Path) -> dict:
+    """compute.json of a run directory ({"stages": {}} when nothing was metered yet)."""
+    path = Path(run_dir) / COMPUTE
+    data = read_json(path) if path.exists() else {"stages": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+        raise RunFileError(f'{path}: expected {{"stages": {{...}}}}; remove the file to start the compute record over')
+    return data

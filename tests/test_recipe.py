@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ric.cli import parse_run_args, recipe_dataclasses
-from ric.parser import RecipeError, check_recipe
+from ric.recipe import RecipeError, check_recipe
+from tests.helpers import parse_run_args
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
@@ -24,11 +24,10 @@ def test_recipes_exist():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[str(p.relative_to(ROOT)) for p in RECIPES])
 def test_every_recipe_parses_into_the_config_classes(recipe):
-    from ric.cli import recipe_dataclasses
+    from ric.methods import recipe_method
+    from ric.recipe import parse_recipe
 
-    classes = recipe_dataclasses(str(recipe))
-    from ric.parser import parse_recipe
-
+    classes = recipe_method(str(recipe)).config_classes()
     instances, effective = parse_recipe(classes, [], str(recipe))
     assert len(instances) == len(classes)
     for instance, cls in zip(instances, classes):
@@ -95,17 +94,49 @@ def test_missing_recipe_file(tmp_path):
 
 
 def test_check_recipe_accepts_env_and_known_keys():
-    check_recipe({"env": {"A": "1"}, "lora_r": 4, "report_to": ["none"], "method": "ric"}, recipe_dataclasses(None))
+    from ric.methods import METHODS
+
+    check_recipe(
+        {"env": {"A": "1"}, "lora_r": 4, "report_to": ["none"], "method": "ric"}, METHODS["ric"].config_classes()
+    )
 
 
 def test_config_flag_picks_the_recipes_method_like_a_positional_recipe(tmp_path):
-    from ric.cli import _split_recipe, _start
-    from ric.morlhf_config import MORLHFConfig
+    from ric.baselines.config import MORLHFConfig
+    from ric.cli import split_recipe
+    from ric.methods import open_run
 
-    assert _split_recipe(["--config", "r.yaml", "--max_steps", "3"]) == ("r.yaml", ["--max_steps", "3"])
-    assert _split_recipe(["r.yaml", "--max_steps", "3"]) == ("r.yaml", ["--max_steps", "3"])
-    assert _split_recipe(["--max_steps", "3", "--config"]) == (None, ["--max_steps", "3", "--config"])
+    assert split_recipe(["--config", "r.yaml", "--max_steps", "3"]) == ("r.yaml", ["--max_steps", "3"])
+    assert split_recipe(["r.yaml", "--max_steps", "3"]) == ("r.yaml", ["--max_steps", "3"])
+    assert split_recipe(["--max_steps", "3", "--config"]) == (None, ["--max_steps", "3", "--config"])
     recipe = str(ROOT / "recipes/demo/morlhf.yaml")
     for argv in (["--config", recipe], [recipe]):
-        _, _, args, _, _ = _start(argv + ["--output_dir", str(tmp_path / "run")])
-        assert isinstance(args, MORLHFConfig) and args.morlhf_num_points == 5
+        run = open_run(*reversed(split_recipe(argv + ["--output_dir", str(tmp_path / "run")])))
+        assert run.method == "morlhf" and isinstance(run.configs[2], MORLHFConfig)
+        assert run.configs[2].num_preference_points == 5
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("end_cut_responses", "eos_after_budget_cut"),
+        ("online_chunk_size", "generation_chunk_size"),
+        ("morlhf_num_points", "num_preference_points"),
+        ("eval_generation_batch_size", "eval_batch_size"),
+    ],
+)
+def test_renamed_keys_are_refused_with_their_new_name(tmp_path, old, new):
+    with pytest.raises(RecipeError, match=f"key '{old}' was renamed to '{new}'"):
+        parse_run_args([], write(tmp_path, {"output_dir": "x", old: 1}))
+    with pytest.raises(RecipeError, match=f"key '{old}' was renamed to '{new}'"):
+        parse_run_args([f"--{old}", "1"], write(tmp_path, {"output_dir": "x"}))
+
+
+def test_a_key_of_another_method_is_refused(tmp_path):
+    # MORLHF's preference points mean nothing to Rewarded Soups, RiC's sampling nothing to the baselines
+    with pytest.raises(RecipeError, match="unknown key 'preferences'"):
+        parse_run_args([], write(tmp_path, {"method": "soups", "output_dir": "x", "preferences": ["0.5,0.5"]}))
+    with pytest.raises(RecipeError, match="unknown key 'sampling_system_prompts'"):
+        parse_run_args([], write(tmp_path, {"method": "morlhf", "output_dir": "x", "sampling_system_prompts": ["a"]}))
+    with pytest.raises(RecipeError, match="method = 'ppo' is not one of"):
+        parse_run_args([], write(tmp_path, {"method": "ppo", "output_dir": "x"}))

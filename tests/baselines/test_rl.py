@@ -14,9 +14,20 @@ from ric.cli import main
 @pytest.fixture()
 def rl_recipe(tiny_recipe):
     recipe = yaml.safe_load(tiny_recipe.read_text())
-    recipe.update(method="morlhf", max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=6,
-                  logging_steps=1, learning_rate=0.01, beta=0.2, preferences=["0.3,0.7", "1.0,0.0"], eval_num_prompts=2,
-                  eval_generation_batch_size=4, save_steps=100)
+    recipe.update(
+        method="morlhf",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=6,
+        logging_steps=1,
+        learning_rate=0.01,
+        beta=0.2,
+        preferences=["0.3,0.7", "1.0,0.0"],
+        eval_num_prompts=2,
+        eval_batch_size=4,
+        save_steps=100,
+    )
     for key in ("generation_batch_size", "max_length"):
         recipe.pop(key, None)
     tiny_recipe.write_text(yaml.safe_dump(recipe))
@@ -24,14 +35,16 @@ def rl_recipe(tiny_recipe):
 
 
 def test_grpo_with_weighted_registry_rewards(rl_recipe):
-    from ric.cli import parse_run_args
-    from ric.models import load_tokenizer
-    from ric.morlhf_trainer import rl_dataset, train_rl_policy
     from reward_models import load_rewards
+    from ric.baselines.rl import rl_dataset, train_rl_policy
+    from ric.models import load_tokenizer
+    from tests.helpers import parse_run_args
 
     (model_args, data_args, args, _), _ = parse_run_args([], str(rl_recipe))
     tokenizer = load_tokenizer(model_args.model_name_or_path)
-    dataset = rl_dataset(["How do I bake bread?", "Name a color.", "Why is the sky blue?", "Say hi."], "chat", tokenizer)
+    dataset = rl_dataset(
+        ["How do I bake bread?", "Name a color.", "Why is the sky blue?", "Say hi."], "chat", tokenizer
+    )
     scorers = load_rewards(["positivity", "conciseness"])
     out = Path(args.output_dir) / "policy"
     stats = train_rl_policy(model_args, args, scorers, [0.3, 0.7], dataset, tokenizer, out)
@@ -51,13 +64,15 @@ def test_soups_mixing_is_the_exact_weighted_sum_and_writes_nothing(tiny_model_di
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ric.morlhf_trainer import mix_adapters
+    from ric.baselines.soups import mix_adapters
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = get_peft_model(base, config, adapter_name="a")
-    model.add_adapter("b", LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.add_adapter(
+        "b", LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     weights = [0.3, 0.7]
 
     def no_writes(file, mode="r", *args, **kwargs):
@@ -80,12 +95,26 @@ def test_soups_mixing_is_the_exact_weighted_sum_and_writes_nothing(tiny_model_di
     assert checked == 4  # q_proj and v_proj of 2 layers
 
 
-def _fake_run(folder: Path, method: str, points, rewards=("positivity", "conciseness"), fingerprint="abc", compute=None, base=None):
+def _fake_run(
+    folder: Path,
+    method: str,
+    points,
+    rewards=("positivity", "conciseness"),
+    fingerprint="abc",
+    compute=None,
+    base=None,
+):
     folder.mkdir(parents=True)
-    pareto = {"method": method, "rewards": list(rewards), "num_prompts": 4, "prompts_fingerprint": fingerprint,
-              "hypervolume_reference": [0.0, 0.0],
-              "points": [{"preference": w, "mean": dict(zip(rewards, m))} for w, m in points],
-              "preference_following": {r: 1.0 for r in rewards}, "base": base}
+    pareto = {
+        "method": method,
+        "rewards": list(rewards),
+        "num_prompts": 4,
+        "prompts_fingerprint": fingerprint,
+        "hypervolume_reference": [0.0, 0.0],
+        "points": [{"preference": w, "mean": dict(zip(rewards, m))} for w, m in points],
+        "preference_following": {r: 1.0 for r in rewards},
+        "base": base,
+    }
     (folder / "eval").mkdir()
     (folder / "eval" / "pareto.json").write_text(json.dumps(pareto))
     if compute:
@@ -94,11 +123,19 @@ def _fake_run(folder: Path, method: str, points, rewards=("positivity", "concise
 
 
 def test_compare_on_hand_made_runs(tmp_path, capsys):
-    ric_run = _fake_run(tmp_path / "ric", "ric", [([0, 1], [1, 3]), ([0.5, 0.5], [2, 2]), ([1, 0], [3, 1])],
-                        compute={"wall_seconds": 100, "cpu_seconds": 190, "optimizer_steps": 60, "generated_tokens": 5000},
-                        base={"mean": {"positivity": 1, "conciseness": 1}})
-    morlhf = _fake_run(tmp_path / "morlhf", "morlhf", [([0, 1], [1, 2]), ([1, 0], [2, 1])],
-                       compute={"wall_seconds": 900, "cpu_seconds": 1700, "optimizer_steps": 100, "generated_tokens": 90000})
+    ric_run = _fake_run(
+        tmp_path / "ric",
+        "ric",
+        [([0, 1], [1, 3]), ([0.5, 0.5], [2, 2]), ([1, 0], [3, 1])],
+        compute={"wall_seconds": 100, "cpu_seconds": 190, "optimizer_steps": 60, "generated_tokens": 5000},
+        base={"mean": {"positivity": 1, "conciseness": 1}},
+    )
+    morlhf = _fake_run(
+        tmp_path / "morlhf",
+        "morlhf",
+        [([0, 1], [1, 2]), ([1, 0], [2, 1])],
+        compute={"wall_seconds": 900, "cpu_seconds": 1700, "optimizer_steps": 100, "generated_tokens": 90000},
+    )
     out = tmp_path / "cmp"
     assert main(["compare", str(ric_run), str(morlhf), "--out", str(out)]) == 0
     result = json.loads((out / "compare.json").read_text())
@@ -130,6 +167,8 @@ def test_compare_refuses_mismatched_runs(tmp_path, capsys):
 def test_baseline_recipes_run_end_to_end(rl_recipe, method, capsys):
     recipe = yaml.safe_load(rl_recipe.read_text())
     recipe["method"] = method
+    if method == "soups":
+        recipe.pop("preferences")  # Soups trains one policy per reward
     rl_recipe.write_text(yaml.safe_dump(recipe))
     assert main(["run", str(rl_recipe), "--eval_grid_divisions", "2"]) == 0
     run = Path(recipe["output_dir"])

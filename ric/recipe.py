@@ -1,8 +1,9 @@
 """Reading recipes the TRL way: `--config recipe.yaml` plus command-line overrides.
 
 `TrlParser` sends each YAML key to the dataclass that owns it; on top of it this module refuses
-unknown keys and values of the wrong type with a message that names the key and the fix, before
-anything heavy is loaded (argparse would otherwise take a YAML value as a default unchecked).
+unknown keys, renamed keys and values of the wrong type with a message that names the key and the
+fix, before anything heavy is loaded (argparse would otherwise take a YAML value as a default
+unchecked). `check_run_dir` refuses to mix a run directory with a recipe of other objectives.
 """
 
 from __future__ import annotations
@@ -20,6 +21,24 @@ import yaml
 
 class RecipeError(ValueError):
     """A recipe or command line that cannot be used as given."""
+
+
+# Keys renamed since they first appeared: an old name is refused with its new one.
+RENAMED_KEYS = {
+    "end_cut_responses": "eos_after_budget_cut",
+    "online_chunk_size": "generation_chunk_size",
+    "morlhf_num_points": "num_preference_points",
+    "eval_generation_batch_size": "eval_batch_size",
+    "eval_num_captions": "eval_num_prompts",
+}
+
+RECIPE_FILE = "recipe.yaml"
+
+
+def refuse_renamed(keys, source: str) -> None:
+    for key in keys:
+        if key in RENAMED_KEYS:
+            raise RecipeError(f"{source}: key {key!r} was renamed to {RENAMED_KEYS[key]!r}; rename it there")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -79,13 +98,16 @@ def check_recipe(mapping: dict, dataclass_types: Sequence[type], source: str = "
         for f in dataclasses.fields(cls):
             if f.init:
                 fields[f.name] = (f, hints.get(f.name, f.type))
+    refuse_renamed(mapping, source)
     for key, value in mapping.items():
         if key == "env":
             continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"{source}: unknown key {key!r}.{hint} Remove it or fix its spelling (see `ric run --help`).")
+            raise RecipeError(
+                f"{source}: unknown key {key!r}.{hint} Remove it or fix its spelling (see `ric run --help`)."
+            )
         f, annotation = fields[key]
         choices = f.metadata.get("choices")
         if choices is not None and value is not None and value not in choices:
@@ -97,6 +119,11 @@ def check_recipe(mapping: dict, dataclass_types: Sequence[type], source: str = "
             )
 
 
+def parse_flags(argv: Sequence[str]) -> set[str]:
+    """The keys given as `--key value` or `--key=value` flags."""
+    return {token[2:].split("=", 1)[0] for token in argv if token.startswith("--") and len(token) > 2}
+
+
 def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str], recipe: str | Path | None = None):
     """Parse `argv` (plus its `--config` file, or `recipe`) into instances of `dataclass_types`.
 
@@ -106,6 +133,7 @@ def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str], recipe: s
     from trl import TrlParser
 
     argv = list(argv)
+    refuse_renamed(parse_flags(argv), "command line")
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -139,3 +167,24 @@ def _flags_given(parser, argv: Sequence[str]) -> set[str]:
                 if flag in action.option_strings:
                     given.add(action.dest)
     return given
+
+
+def check_run_dir(run_dir: Path, effective: dict) -> None:
+    """Refuse to mix a run directory with a recipe whose method, rewards, template, model or data differ."""
+    recorded = Path(run_dir) / RECIPE_FILE
+    if not recorded.exists():
+        return
+    previous = load_yaml(recorded)
+    sampling = ("sampling_system_prompts", "sampling_max_completion_lengths")
+    for key in ("method", "rewards", "template", "model_name_or_path", "dataset_name", *sampling):
+        # a key left out is not compared, except the method and the sampling settings: left out means the default
+        if key not in ("method", *sampling) and (key not in previous or key not in effective):
+            continue
+        old, new = previous.get(key), effective.get(key)
+        if key == "method":
+            old, new = old or "ric", new or "ric"
+        if old != new:
+            raise RecipeError(
+                f"{run_dir} was written by a recipe with {key} = {old!r}, this one has {new!r}; "
+                "use a new output_dir (or remove the old run directory)"
+            )

@@ -7,7 +7,7 @@ import pytest
 from ric.tasks import build_hh_rlhf, build_summarize_from_feedback
 from ric.tasks.hh_rlhf import split_conversation
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 def test_split_at_the_last_assistant_turn():
@@ -34,22 +34,30 @@ def test_hh_rlhf_builder(smol_tokenizer):
 
 def test_hh_rlhf_length_filter_uses_every_tokenizer(smol_tokenizer):
     rows_loose, _, _ = build_hh_rlhf(str(ASSETS / "hh_rlhf"), tokenizers=[smol_tokenizer], max_tokens=10_000)
-    rows_tight, _, counts = build_hh_rlhf(str(ASSETS / "hh_rlhf"), tokenizers=[smol_tokenizer], min_tokens=8, max_tokens=40)
+    rows_tight, _, counts = build_hh_rlhf(
+        str(ASSETS / "hh_rlhf"), tokenizers=[smol_tokenizer], min_tokens=8, max_tokens=40
+    )
     assert len(rows_tight["prompt"]) < len(rows_loose["prompt"])
     for p, r in zip(rows_tight["prompt"], rows_tight["response"]):
         assert 8 <= len(smol_tokenizer(p + r, add_special_tokens=False)["input_ids"]) <= 40
 
 
 def test_summarize_builder():
-    rows, eval_prompts, counts = build_summarize_from_feedback(str(ASSETS / "summarize_from_feedback"), config="comparisons")
+    rows, eval_prompts, counts = build_summarize_from_feedback(
+        str(ASSETS / "summarize_from_feedback"), config="comparisons"
+    )
     # 5 posts, one under 100 characters -> 4 posts x 2 summaries
     assert counts["posts_dropped_by_length"] == 1 and len(rows["prompt"]) == 8
     assert all(100 <= len(p) <= 1200 and "\n" not in p for p in rows["prompt"])
     assert rows["response"][0].startswith("Roommate eats my labeled food")
     # validation holds every post twice under the same id: de-duplicated, newlines flattened
     assert len(eval_prompts) == 4 and all("\n" not in p for p in eval_prompts)
-    capped, _, _ = build_summarize_from_feedback(str(ASSETS / "summarize_from_feedback"), config="comparisons", num_eval_posts=2)
-    _, capped_eval, _ = build_summarize_from_feedback(str(ASSETS / "summarize_from_feedback"), config="comparisons", num_eval_posts=2)
+    capped, _, _ = build_summarize_from_feedback(
+        str(ASSETS / "summarize_from_feedback"), config="comparisons", num_eval_posts=2
+    )
+    _, capped_eval, _ = build_summarize_from_feedback(
+        str(ASSETS / "summarize_from_feedback"), config="comparisons", num_eval_posts=2
+    )
     assert len(capped_eval) == 2
 
 

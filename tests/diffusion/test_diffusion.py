@@ -9,9 +9,10 @@ import torch
 import yaml
 
 from ric.cli import main
-from ric.diffusion.diffusion_trainer import dropped, tag_caption
+from ric.diffusion.train import dropped, tag_caption
+from tests.helpers import parse_run_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_caption_tags_are_the_papers_format():
@@ -56,8 +57,16 @@ def smoke_recipe(tmp_path):
     with open(data / "metadata.jsonl", "a") as handle:
         handle.write(json.dumps({"file_name": "broken.png", "text": "a broken file"}) + "\n")
         handle.write(json.dumps({"file_name": "missing.png", "text": "a missing file"}) + "\n")
-    recipe.update(dataset_name=str(data), output_dir=str(tmp_path / "run"), max_train_steps=4, checkpointing_steps=2,
-                  train_batch_size=4, num_inference_steps=2, eval_captions=["a plain red square"], logging_steps=1)
+    recipe.update(
+        dataset_name=str(data),
+        output_dir=str(tmp_path / "run"),
+        max_train_steps=4,
+        checkpointing_steps=2,
+        train_batch_size=4,
+        num_inference_steps=2,
+        eval_captions=["a plain red square"],
+        logging_steps=1,
+    )
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -90,11 +99,13 @@ def test_smoke_recipe_end_to_end(smoke_recipe, tmp_path, capsys):
 
 
 def test_training_changes_lora_and_reload_gives_identical_latents(smoke_recipe, tmp_path):
-    from ric.cli import _parse_diffusion
-    from ric.diffusion.diffusion_trainer import generate_images, load_image_pipeline, prepare_images, train_diffusion
     from safetensors.torch import load_file
 
-    cfg, _ = _parse_diffusion([str(smoke_recipe)])
+    from ric.diffusion.generate import generate_images, load_image_pipeline
+    from ric.diffusion.prepare import prepare_images
+    from ric.diffusion.train import train_diffusion
+
+    (cfg, _), _ = parse_run_args([], smoke_recipe)
     prepare_images(cfg.output_dir, cfg, progress=False)
     train_diffusion(cfg.output_dir, cfg, progress=False)
     weights = load_file(str(Path(cfg.output_dir) / "adapter/pytorch_lora_weights.safetensors"))
@@ -102,20 +113,20 @@ def test_training_changes_lora_and_reload_gives_identical_latents(smoke_recipe, 
     assert any("to_q" in k for k in weights) and any("to_out" in k for k in weights)
 
     pipe, info = load_image_pipeline(cfg.output_dir)
-    first, _ = generate_images(pipe, info, ["a plain red square"], [1.0, -1.0], seed=3, output_type="latent")
+    first = generate_images(pipe, info, ["a plain red square"], [1.0, -1.0], [3], output_type="latent")
     pipe2, info2 = load_image_pipeline(cfg.output_dir)
-    second, _ = generate_images(pipe2, info2, ["a plain red square"], [1.0, -1.0], seed=3, output_type="latent")
+    second = generate_images(pipe2, info2, ["a plain red square"], [1.0, -1.0], [3], output_type="latent")
     assert torch.allclose(first, second)
     pipe.unload_lora_weights()
-    plain, _ = generate_images(pipe, info, ["a plain red square"], [1.0, -1.0], seed=3, output_type="latent")
+    plain = generate_images(pipe, info, ["a plain red square"], [1.0, -1.0], [3], output_type="latent")
     assert not torch.allclose(first, plain), "the LoRA changes the denoiser"
 
 
 def test_resume_continues_from_the_last_checkpoint(smoke_recipe, tmp_path):
-    from ric.cli import _parse_diffusion
-    from ric.diffusion.diffusion_trainer import prepare_images, train_diffusion
+    from ric.diffusion.prepare import prepare_images
+    from ric.diffusion.train import train_diffusion
 
-    cfg, _ = _parse_diffusion([str(smoke_recipe)])
+    (cfg, _), _ = parse_run_args([], smoke_recipe)
     prepare_images(cfg.output_dir, cfg, progress=False)
     cfg.max_train_steps = 2
     train_diffusion(cfg.output_dir, cfg, progress=False)
@@ -146,8 +157,17 @@ def test_aesthetic_reward_is_a_linear_head_on_normalised_clip_embeddings(tmp_pat
 
     torch.manual_seed(0)
     clip_dir = tmp_path / "clip"
-    model = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                                           num_attention_heads=2, image_size=32, patch_size=8, projection_dim=12))
+    model = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=12,
+        )
+    )
     model.save_pretrained(clip_dir)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip_dir)
     head = {"weight": torch.randn(1, 12), "bias": torch.tensor([0.5])}

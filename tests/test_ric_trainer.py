@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from ric.cli import parse_run_args
 from ric.prepare import load_prepared, prepare
-from ric.ric_trainer import build_sft_dataset, completion_text, run_sft, save_adapter, make_run_info
+from ric.ric_trainer import build_sft_dataset, completion_text, make_run_info, save_adapter, train_adapter
+from tests.helpers import parse_run_args
 
 
 @pytest.fixture()
@@ -37,7 +37,9 @@ def test_sft_rows_carry_their_own_scores_as_tags(prepared, smol_tokenizer):
     dataset = build_sft_dataset(train, "chat", smol_tokenizer)
     first = dataset[0]
     s1, s2 = train[0]["normalized_scores"]
-    assert f"<rm1_score> {round(s1, 1):.1f} <rm2_score> {round(s2, 1):.1f}<|im_end|>" in first["prompt"].replace("-0.0", "0.0")
+    assert f"<rm1_score> {round(s1, 1):.1f} <rm2_score> {round(s2, 1):.1f}<|im_end|>" in first["prompt"].replace(
+        "-0.0", "0.0"
+    )
     assert first["prompt"].endswith("<|im_start|>assistant\n")
     assert first["completion"] == train[0]["response"]
     assert completion_text("Hi", "assistant") == " Hi" and completion_text(" Hi", "assistant") == " Hi"
@@ -51,9 +53,12 @@ def test_training_changes_lora_and_reloads_to_identical_logits(prepared, smol_to
 
     model_args, data_args, args, _, _ = prepared
     train, _, stats = load_prepared(args.output_dir)
-    dataset = build_sft_dataset(train, "chat", smol_tokenizer)
     model = load_causal_lm(model_args.model_name_or_path, device="cpu")
-    trainer, result = run_sft(model, smol_tokenizer, dataset, args, model_args, tmp_path / "ckpt")
+    trainer, result = train_adapter(model, smol_tokenizer, train, args, model_args, tmp_path / "ckpt")
+    assert (
+        result["rows"] == len(train)
+        and trainer.sft_rows["prompt"] == build_sft_dataset(train, "chat", smol_tokenizer)["prompt"]
+    )
     losses = [e["loss"] for e in result["log_history"] if "loss" in e]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     lora_b = {n: p for n, p in trainer.model.named_parameters() if "lora_B" in n}
@@ -89,7 +94,9 @@ def test_training_changes_lora_and_reloads_to_identical_logits(prepared, smol_to
     assert torch.allclose(merged, got, atol=1e-4)
     assert torch.allclose(off, plain, atol=1e-4)
     assert torch.allclose(remerged, got, atol=1e-4)
-    assert not merge_for_inference(AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)), "no adapter, nothing to merge"
+    assert not merge_for_inference(AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)), (
+        "no adapter, nothing to merge"
+    )
 
 
 def test_sampling_system_prompts_shape_the_samples_not_the_training_prompts(tiny_recipe, tmp_path, smol_tokenizer):
@@ -97,7 +104,9 @@ def test_sampling_system_prompts_shape_the_samples_not_the_training_prompts(tiny
 
     styles = ["Answer cheerfully.", "Answer gloomily."]
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Do you like rain?", "Is tea good?", "Name a fruit."]))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in ["Do you like rain?", "Is tea good?", "Name a fruit."])
+    )
     recipe = yaml.safe_load(tiny_recipe.read_text())
     recipe.update(dataset_name=str(prompts), num_responses_per_prompt=3, sampling_system_prompts=styles)
     tiny_recipe.write_text(yaml.safe_dump(recipe))
@@ -107,8 +116,11 @@ def test_sampling_system_prompts_shape_the_samples_not_the_training_prompts(tiny
     (model_args, data_args, args, _), _ = parse_run_args([], str(tiny_recipe))
     summary = json.loads((tmp_path / "run/data/prepare_stats.json").read_text())
 
-    sampled = [json.loads(line) for f in sorted((tmp_path / "run/data/samples").glob("chunk_*.jsonl"))
-               for line in f.read_text().splitlines()]
+    sampled = [
+        json.loads(line)
+        for f in sorted((tmp_path / "run/data/samples").glob("chunk_*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
     assert len(sampled) == 9
     assert all(row["system_prompt"] == styles[row["sample"] % 2] for row in sampled)
     assert set(summary["raw_mean_by_source"]) == {"sample_0", "sample_1", "sample_2"}
@@ -127,22 +139,42 @@ def test_sampling_budgets_cross_the_system_turns(tiny_recipe, tmp_path, smol_tok
 
     styles = ["Answer cheerfully.", "Answer gloomily."]
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Do you like rain?", "Is tea good?", "Name a fruit."]))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in ["Do you like rain?", "Is tea good?", "Name a fruit."])
+    )
     recipe = yaml.safe_load(tiny_recipe.read_text())
-    recipe.update(dataset_name=str(prompts), num_responses_per_prompt=4, sampling_system_prompts=styles,
-                  sampling_max_completion_lengths=[1, 12], min_response_tokens=1)
+    recipe.update(
+        dataset_name=str(prompts),
+        num_responses_per_prompt=4,
+        sampling_system_prompts=styles,
+        sampling_max_completion_lengths=[1, 12],
+        min_response_tokens=1,
+    )
     tiny_recipe.write_text(yaml.safe_dump(recipe))
     from ric.cli import main
 
     assert main(["prepare", str(tiny_recipe)]) == 0
-    sampled = [json.loads(line) for f in sorted((tmp_path / "run/data/samples").glob("chunk_*.jsonl"))
-               for line in f.read_text().splitlines()]
+    sampled = [
+        json.loads(line)
+        for f in sorted((tmp_path / "run/data/samples").glob("chunk_*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
     assert len(sampled) == 12
     # every turn meets every budget: (turn, budget) = (j mod 2, (j // 2) mod 2)
     assert {(row["sample"], row["system_prompt"], row["max_new_tokens"]) for row in sampled} == {
-        (0, styles[0], 1), (1, styles[1], 1), (2, styles[0], 12), (3, styles[1], 12)}
-    length = {b: [len(smol_tokenizer(r["response"], add_special_tokens=False)["input_ids"])
-                  for r in sampled if r["max_new_tokens"] == b] for b in (1, 12)}
+        (0, styles[0], 1),
+        (1, styles[1], 1),
+        (2, styles[0], 12),
+        (3, styles[1], 12),
+    }
+    length = {
+        b: [
+            len(smol_tokenizer(r["response"], add_special_tokens=False)["input_ids"])
+            for r in sampled
+            if r["max_new_tokens"] == b
+        ]
+        for b in (1, 12)
+    }
     # (a decoded token can re-encode as a few)
     assert max(length[1]) <= 3 and sum(length[12]) > 2 * sum(length[1])
     # one draw per (prompt, turn): the short answer is the long one's beginning
@@ -153,7 +185,10 @@ def test_sampling_budgets_cross_the_system_turns(tiny_recipe, tmp_path, smol_tok
     train, _, _ = load_prepared(tmp_path / "run")
     empty = sum(not r["response"] for r in sampled)
     summary = json.loads((tmp_path / "run/data/prepare_stats.json").read_text())
-    assert summary["dropped"]["empty_response"] == empty and len(train) == 12 - empty - summary["dropped"]["response_too_short"]
+    assert (
+        summary["dropped"]["empty_response"] == empty
+        and len(train) == 12 - empty - summary["dropped"]["response_too_short"]
+    )
     # only a whole draw that ran to the largest budget counts as cut by it (the tiny random model never ends)
     assert all(r["cut_by_budget"] == (r["max_new_tokens"] == 12) for r in sampled)
     assert [r["cut_by_budget"] for r in train] == [r["source"] in ("sample_2", "sample_3") for r in train]
@@ -180,8 +215,11 @@ def test_sampling_system_prompts_need_the_chat_template(tiny_recipe, tmp_path):
     import yaml
 
     recipe = yaml.safe_load(tiny_recipe.read_text())
-    recipe.update(model_name_or_path=str(tmp_path / "no-such-model"), template="assistant",
-                  sampling_system_prompts=["Answer cheerfully."])
+    recipe.update(
+        model_name_or_path=str(tmp_path / "no-such-model"),
+        template="assistant",
+        sampling_system_prompts=["Answer cheerfully."],
+    )
     tiny_recipe.write_text(yaml.safe_dump(recipe))
     (model_args, data_args, args, _), _ = parse_run_args([], str(tiny_recipe))
     with pytest.raises(ValueError, match="sampling_system_prompts: only the chat template"):
@@ -193,11 +231,12 @@ def test_offtopic_rows_pair_each_prompt_with_other_prompts_answers(tiny_recipe):
 
     prompts = ["a?", "a?", "b?", "c?"]
     responses = ["A1", "A2", "B1", "C1"]
-    new_prompts, new_responses = offtopic_rows(prompts, responses, 2, seed=0)
+    new_prompts, new_responses, taken = offtopic_rows(prompts, responses, 2, seed=0)
+    assert [responses[i] for i in taken] == new_responses
     assert new_prompts == ["a?", "a?", "b?", "b?", "c?", "c?"]
     for p, r in zip(new_prompts, new_responses):
         assert r in responses and not r.startswith(p[0].upper())
-    assert offtopic_rows(prompts, responses, 2, seed=0) == (new_prompts, new_responses)
+    assert offtopic_rows(prompts, responses, 2, seed=0) == (new_prompts, new_responses, taken)
     with pytest.raises(ValueError, match="offtopic_responses_per_prompt"):
         offtopic_rows(["a?", "a?"], ["x", "y"], 1, seed=0)
 
@@ -222,40 +261,56 @@ def test_generation_cuts_equal_runs_stopped_at_that_budget(tiny_model_dir, smol_
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     prompts = ["Do you like rain?", "Is tea good?", "Name a fruit, please."]
     kwargs = dict(batch_size=2, seed=3, template="chat", progress=False)
-    cut = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=9, cuts=[2, 9], **kwargs)
+    cut = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=9, cuts=[2, 9], **kwargs).cut_texts
     for n, budget in enumerate((2, 9)):
-        alone = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=budget, **kwargs)
+        alone = generate_batched(model, smol_tokenizer, prompts, max_new_tokens=budget, **kwargs).texts
         # the same text, except that a shorter cut with no complete sentence comes back empty
         for c, a in zip(cut, alone):
             assert c[n] == a or (budget < 9 and c[n] == "" and trim_to_sentence(a, keep_fragment=False) == "")
     assert trim_to_sentence("One. Two and", keep_fragment=False) == "One."
-    assert trim_to_sentence("no end here", keep_fragment=False) == "" and trim_to_sentence("no end here") == "no end here"
+    assert (
+        trim_to_sentence("no end here", keep_fragment=False) == "" and trim_to_sentence("no end here") == "no end here"
+    )
     with pytest.raises(ValueError, match="cuts must be token counts between 1 and max_new_tokens"):
         generate_batched(model, smol_tokenizer, prompts, max_new_tokens=4, cuts=[8], **kwargs)
 
 
-def test_cut_rows_train_without_the_end_token_and_the_rest_as_trl_tokenizes_them(tiny_model_dir, smol_tokenizer, tmp_path):
+def test_cut_rows_train_without_the_end_token_and_the_rest_as_trl_tokenizes_them(
+    tiny_model_dir, smol_tokenizer, tmp_path
+):
     import datasets
     from trl import SFTConfig, SFTTrainer
 
     from ric.models import load_causal_lm
 
-    rows = datasets.Dataset.from_dict({
-        "prompt": ["Do you like rain?", "Is tea good?", "Name a fruit."],
-        "response": ["I love rain. It smells fresh.", "Tea is good", "An apple."],
-        "normalized_scores": [[0.5, -1.0], [1.2, 0.3], [-0.4, 0.0]],
-        "cut_by_budget": [False, True, False],
-    })
+    rows = datasets.Dataset.from_dict(
+        {
+            "prompt": ["Do you like rain?", "Is tea good?", "Name a fruit."],
+            "response": ["I love rain. It smells fresh.", "Tea is good", "An apple."],
+            "normalized_scores": [[0.5, -1.0], [1.2, 0.3], [-0.4, 0.0]],
+            "cut_by_budget": [False, True, False],
+        }
+    )
     plain = build_sft_dataset(rows, "chat", smol_tokenizer, system_prompt="")
     assert plain.column_names == ["prompt", "completion"], "the default keeps TRL's own text path"
-    tokenized = build_sft_dataset(rows, "chat", smol_tokenizer, system_prompt="", end_cut_responses=False)
+    tokenized = build_sft_dataset(rows, "chat", smol_tokenizer, system_prompt="", eos_after_budget_cut=False)
     assert tokenized["prompt"] == plain["prompt"]
 
     def prepared(dataset):
-        args = SFTConfig(output_dir=str(tmp_path / "sft"), report_to="none", max_length=256, use_cpu=True, bf16=False,
-                         gradient_checkpointing=False)
-        trainer = SFTTrainer(model=load_causal_lm(str(tiny_model_dir), device="cpu"), args=args, train_dataset=dataset,
-                             processing_class=smol_tokenizer)
+        args = SFTConfig(
+            output_dir=str(tmp_path / "sft"),
+            report_to="none",
+            max_length=256,
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+        )
+        trainer = SFTTrainer(
+            model=load_causal_lm(str(tiny_model_dir), device="cpu"),
+            args=args,
+            train_dataset=dataset,
+            processing_class=smol_tokenizer,
+        )
         return trainer.train_dataset
 
     ours, trl = prepared(tokenized), prepared(plain)

@@ -23,7 +23,13 @@ def test_conciseness_and_readability():
     short, long = conc(["q", "q"], ["Yes.", " ".join(["word"] * 100)])
     assert short > 0.9 and long == pytest.approx(1 / 3)
     read = get_reward("readability")
-    easy, hard = read(["q", "q"], ["The cat sat. The dog ran.", "Incomprehensibility characterises institutionalised bureaucratic considerations."])
+    easy, hard = read(
+        ["q", "q"],
+        [
+            "The cat sat. The dog ran.",
+            "Incomprehensibility characterises institutionalised bureaucratic considerations.",
+        ],
+    )
     assert easy > hard
 
 
@@ -73,14 +79,14 @@ class Shouting(RewardScorer):
 
 
 def test_user_rewards_by_dotted_path():
-    scorer = get_reward("tests.test_reward_registry:word_count")
+    scorer = get_reward("tests.reward_models.test_registry:word_count")
     assert isinstance(scorer, FunctionScorer) and scorer.name == "word_count"
     assert scorer(["a", "b"], ["one two", "x"]) == [2.0, 1.0]
-    assert get_reward("tests.test_reward_registry:trl_style")(["p"], ["abc"]) == [3.0]
-    shout = get_reward("tests.test_reward_registry:Shouting")
+    assert get_reward("tests.reward_models.test_registry:trl_style")(["p"], ["abc"]) == [3.0]
+    shout = get_reward("tests.reward_models.test_registry:Shouting")
     assert shout.name == "Shouting" and shout(["p"], ["AB"]) == [1.0]
     with pytest.raises(ValueError, match="no attribute"):
-        get_reward("tests.test_reward_registry:nothing_here")
+        get_reward("tests.reward_models.test_registry:nothing_here")
     with pytest.raises(ValueError, match="cannot import"):
         get_reward("no_such_module_xyz:fn")
 

@@ -15,20 +15,49 @@ SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 @dataclass
-class DiffusionRiCConfig:
+class DiffusionConfig:
+    """Everything of a text-to-image RiC run but the evaluation grid (`ric.config.EvaluationConfig`)."""
+
     output_dir: str | None = field(default=None, metadata={"help": "Run directory."})
-    model_name_or_path: str = field(default=SD15, metadata={"help": f"Stable Diffusion pipeline: hub id, local folder, or 'tiny:stable-diffusion' (smoke tests). Default {SD15}."})
-    dataset_name: str | None = field(default=None, metadata={"help": "Training images: a folder with metadata.jsonl (file_name, text), or a datasets dataset (save_to_disk folder or hub id) with image and caption columns."})
+    model_name_or_path: str = field(
+        default=SD15,
+        metadata={
+            "help": "Stable Diffusion pipeline: hub id, local folder, or 'tiny:stable-diffusion' (smoke "
+            f"tests). Default {SD15}."
+        },
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training images: a folder with metadata.jsonl (file_name, text), or a datasets dataset "
+            "(save_to_disk folder or hub id) with image and caption columns."
+        },
+    )
     dataset_train_split: str = field(default="train", metadata={"help": "Split of a datasets dataset."})
     image_column: str = field(default="image", metadata={"help": "Image column of a datasets dataset."})
     caption_column: str = field(default="text", metadata={"help": "Caption column."})
-    eval_captions: list[str] | None = field(default=None, metadata={"help": "Captions used by `ric evaluate` (default: the first eval_num_captions training captions)."})
-    eval_num_captions: int = field(default=4, metadata={"help": "Captions per evaluation grid point when eval_captions is not given."})
-    rewards: list[str] | None = field(default=None, metadata={"help": "Image rewards in tag order (compressibility, aesthetic, colorfulness, or dotted paths)."})
-    reward_models: dict | str | None = field(default=None, metadata={"help": "Reward settings, e.g. {aesthetic: {head: path/to/head.safetensors, clip_model: ...}}."})
+    eval_captions: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Captions used by `ric evaluate` (default: the first eval_num_prompts distinct training "
+            "captions, 4 when that is not set)."
+        },
+    )
+    rewards: list[str] | None = field(
+        default=None,
+        metadata={"help": "Image rewards in tag order (compressibility, aesthetic, colorfulness, or dotted paths)."},
+    )
+    reward_models: dict | str | None = field(
+        default=None,
+        metadata={"help": "Reward settings, e.g. {aesthetic: {head: path/to/head.safetensors, clip_model: ...}}."},
+    )
     reward_batch_size: int = field(default=16, metadata={"help": "Images per reward forward pass."})
-    score_range_quantile: float = field(default=0.0, metadata={"help": "low/high of each normalised reward = this quantile / 1 - it (0: min/max)."})
-    preference_method: str = field(default="l2", metadata={"help": "Preference -> target mapping.", "choices": list(PREFERENCE_METHODS)})
+    score_range_quantile: float = field(
+        default=0.0, metadata={"help": "low/high of each normalised reward = this quantile / 1 - it (0: min/max)."}
+    )
+    preference_method: str = field(
+        default="l2", metadata={"help": "Preference -> target mapping.", "choices": list(PREFERENCE_METHODS)}
+    )
     resolution: int = field(default=512, metadata={"help": "Training resolution (SD1.5: 512)."})
     train_batch_size: int = field(default=4, metadata={"help": "Images per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per update."})
@@ -38,8 +67,13 @@ class DiffusionRiCConfig:
     lr_warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank on to_q/to_k/to_v/to_out.0."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    caption_dropout: float = field(default=0.1, metadata={"help": "Fraction of captions dropped to empty (paper: 10%, for classifier-free guidance)."})
-    mixed_precision: str = field(default="no", metadata={"help": "accelerate mixed precision.", "choices": ["no", "fp16", "bf16"]})
+    caption_dropout: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of captions dropped to empty (paper: 10%, for classifier-free guidance)."},
+    )
+    mixed_precision: str = field(
+        default="no", metadata={"help": "accelerate mixed precision.", "choices": ["no", "fp16", "bf16"]}
+    )
     checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     guidance_scale: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale at generation."})
@@ -59,7 +93,7 @@ class DiffusionRiCConfig:
             self.rewards = [r for r in self.rewards.replace(" ", ",").split(",") if r]
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
-        for name in ("resolution", "train_batch_size", "max_train_steps", "lora_r", "num_inference_steps", "eval_num_captions"):
+        for name in ("resolution", "train_batch_size", "max_train_steps", "lora_r", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.resolution % 8:

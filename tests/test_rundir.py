@@ -4,7 +4,7 @@ import time
 import pytest
 
 from ric.chunks import ChunkStore, run_chunked
-from ric.io import RunState, atomic_write_text, read_json, write_json
+from ric.rundir import RunFileError, RunState, atomic_write_text, read_json, write_json
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -51,12 +51,12 @@ def test_chunked_work_resumes_without_redoing_chunks(tmp_path):
 
 def test_chunks_of_another_work_list_are_refused(tmp_path):
     run_chunked(tmp_path, [{"i": 1}], 2, lambda c: c, progress=False)
-    with pytest.raises(RuntimeError, match="different work list"):
+    with pytest.raises(RunFileError, match="different work list"):
         run_chunked(tmp_path, [{"i": 2}], 2, lambda c: c, progress=False)
 
 
 def test_compute_of_an_interrupted_stage_is_added_to_its_resumed_run(tmp_path):
-    from ric.io import ComputeMeter
+    from ric.rundir import ComputeMeter
 
     with pytest.raises(KeyboardInterrupt):
         with ComputeMeter(tmp_path, "train"):

@@ -27,20 +27,36 @@ WORDS = sorted(set((PROMPT + " " + RESPONSE + " hello world Human Assistant").sp
 
 
 def word_tokenizer(style: str) -> PreTrainedTokenizerFast:
-    specials = {"gpt2": ["<|endoftext|>"], "bart": ["<s>", "</s>", "<pad>", "<unk>"], "bert": ["[CLS]", "[SEP]", "[PAD]", "[UNK]"]}[style]
+    specials = {
+        "gpt2": ["<|endoftext|>"],
+        "bart": ["<s>", "</s>", "<pad>", "<unk>"],
+        "bert": ["[CLS]", "[SEP]", "[PAD]", "[UNK]"],
+    }[style]
     vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
     unk = {"gpt2": "<|endoftext|>", "bart": "<unk>", "bert": "[UNK]"}[style]
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if style == "bart":
         tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        )
     if style == "bert":
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]"
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
 
 
 def save(tmp_path, name, model, tokenizer):
@@ -56,16 +72,61 @@ def stand_ins(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reward-models")
     gpt2_tok, bart_tok, bert_tok = word_tokenizer("gpt2"), word_tokenizer("bart"), word_tokenizer("bert")
     n = len(WORDS) + 4
-    gpt2 = lambda: GPT2ForSequenceClassification(GPT2Config(vocab_size=n, n_embd=16, n_layer=2, n_head=2, n_positions=64,
-                                                            num_labels=1, pad_token_id=0, bos_token_id=0, eos_token_id=0))
-    bart = BartForSequenceClassification(BartConfig(vocab_size=n, d_model=16, encoder_layers=1, decoder_layers=1,
-                                                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                                                    decoder_ffn_dim=32, max_position_embeddings=64, id2label={0: "no", 1: "yes"},
-                                                    pad_token_id=2, bos_token_id=0, eos_token_id=1, decoder_start_token_id=1))
-    deberta = DebertaV2ForSequenceClassification(DebertaV2Config(vocab_size=n, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                                                 intermediate_size=32, max_position_embeddings=64, num_labels=1, pad_token_id=2))
-    distil = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=n, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
-                                                                  max_position_embeddings=64, id2label={0: "no", 1: "yes"}, pad_token_id=2))
+    gpt2 = lambda: GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=n,
+            n_embd=16,
+            n_layer=2,
+            n_head=2,
+            n_positions=64,
+            num_labels=1,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
+    bart = BartForSequenceClassification(
+        BartConfig(
+            vocab_size=n,
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            max_position_embeddings=64,
+            id2label={0: "no", 1: "yes"},
+            pad_token_id=2,
+            bos_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=1,
+        )
+    )
+    deberta = DebertaV2ForSequenceClassification(
+        DebertaV2Config(
+            vocab_size=n,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            num_labels=1,
+            pad_token_id=2,
+        )
+    )
+    distil = DistilBertForSequenceClassification(
+        DistilBertConfig(
+            vocab_size=n,
+            dim=16,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=32,
+            max_position_embeddings=64,
+            id2label={0: "no", 1: "yes"},
+            pad_token_id=2,
+        )
+    )
     return {
         "harmless": save(tmp, "harmless", gpt2(), gpt2_tok),
         "helpful": save(tmp, "helpful", gpt2(), gpt2_tok),
@@ -82,7 +143,11 @@ def ids(scorer, text):
 
 def test_registry_knows_the_paper_models_with_their_hub_ids():
     assert PAPER_REWARD_MODELS["harmless"]["model"] == "Ray2333/gpt2-large-harmless-reward_model"
-    assert PAPER_REWARD_MODELS["humor"] == {"model": "mohameddhiab/humor-no-humor", "input_format": "response", "logit_index": 1}
+    assert PAPER_REWARD_MODELS["humor"] == {
+        "model": "mohameddhiab/humor-no-humor",
+        "input_format": "response",
+        "logit_index": 1,
+    }
     assert PAPER_REWARD_MODELS["faithful"]["input_format"] == "response_prompt"
     assert PAPER_REWARD_MODELS["summary"]["input_format"] == "response_bos_prompt"
 
@@ -106,7 +171,10 @@ def test_faithful_reward_reads_text_summary_pair_post_and_logit_1(stand_ins):
     scorer = get_reward("faithful", model=stand_ins["faithful"])
     enc = scorer.encode([PROMPT], [RESPONSE])
     t = scorer.tokenizer
-    assert enc["input_ids"][0].tolist() == [t.bos_token_id] + ids(scorer, RESPONSE) + [t.eos_token_id, t.eos_token_id] + ids(scorer, PROMPT) + [t.eos_token_id]
+    assert enc["input_ids"][0].tolist() == [t.bos_token_id] + ids(scorer, RESPONSE) + [
+        t.eos_token_id,
+        t.eos_token_id,
+    ] + ids(scorer, PROMPT) + [t.eos_token_id]
     with torch.no_grad():
         logits = scorer.model(**enc).logits
     assert scorer([PROMPT], [RESPONSE])[0] == pytest.approx(logits[0, 1].item(), abs=1e-5)
@@ -117,7 +185,9 @@ def test_deberta_reward_reads_prompt_response_pair(stand_ins):
     scorer = get_reward("deberta", model=stand_ins["deberta"])
     t = scorer.tokenizer
     enc = scorer.encode([PROMPT], [RESPONSE])
-    assert enc["input_ids"][0].tolist() == [t.cls_token_id] + ids(scorer, PROMPT) + [t.sep_token_id] + ids(scorer, RESPONSE) + [t.sep_token_id]
+    assert enc["input_ids"][0].tolist() == [t.cls_token_id] + ids(scorer, PROMPT) + [t.sep_token_id] + ids(
+        scorer, RESPONSE
+    ) + [t.sep_token_id]
 
 
 def test_humor_reward_reads_the_response_only_with_logit_1(stand_ins):
@@ -150,7 +220,9 @@ def test_truncation_to_the_model_limit(stand_ins):
 def test_declared_in_a_recipe_by_name_and_path(stand_ins):
     scorer = get_reward("humor", {"humor": {"model": stand_ins["humor"]}})
     assert scorer.input_format == "response" and scorer.logit_index == 1
-    custom = get_reward("my_rm", {"my_rm": {"model": stand_ins["deberta"], "input_format": "response_prompt", "logit_index": 0}})
+    custom = get_reward(
+        "my_rm", {"my_rm": {"model": stand_ins["deberta"], "input_format": "response_prompt", "logit_index": 0}}
+    )
     assert custom.name == "my_rm" and custom.input_format == "response_prompt"
 
 
@@ -171,15 +243,25 @@ def test_hh_rlhf_recipe_code_path_on_local_stand_ins(stand_ins, tiny_model_dir, 
 
     from ric.cli import main
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     recipe = yaml.safe_load((root / "recipes/hh_rlhf/ric_harmless_helpful.yaml").read_text())
     recipe.update(
-        model_name_or_path=str(tiny_model_dir), load_in_8bit=False, dtype="float32",
-        dataset_name=str(Path(__file__).parent / "assets/hh_rlhf"),
+        model_name_or_path=str(tiny_model_dir),
+        load_in_8bit=False,
+        dtype="float32",
+        dataset_name=str(Path(__file__).resolve().parents[1] / "assets/hh_rlhf"),
         rewards=["harmless", "humor"],
         reward_models={"harmless": {"model": stand_ins["harmless"]}, "humor": {"model": stand_ins["humor"]}},
-        output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4, lora_r=4, lora_alpha=8,
-        num_online_iterations=0, max_completion_length=6, generation_batch_size=8, save_steps=100, max_length=256,
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        lora_r=4,
+        lora_alpha=8,
+        num_online_iterations=0,
+        max_completion_length=6,
+        generation_batch_size=8,
+        save_steps=100,
+        max_length=256,
     )
     path = tmp_path / "hh.yaml"
     path.write_text(yaml.safe_dump(recipe))

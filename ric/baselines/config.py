@@ -1,0 +1,98 @@
+"""Configuration of the RL baselines: MORLHF (one RL run per preference point on the weighted sum
+of rewards) and Rewarded Soups (one RL run per reward, mixed at generation time).
+
+TRL 1.x has no PPOTrainer; the online RL trainers are GRPO and RLOO. The baselines therefore run
+TRL's GRPOTrainer (PPO-style clipped objective with a group baseline instead of a value model) or,
+with `rl_algorithm: rloo`, RLOOTrainer. The paper's PPO settings carry over where TRL has the knob:
+KL coefficient `beta` 0.2, learning rate 1e-5, LoRA. `reward_weights` is set to each preference
+point, so GRPO optimises sum_i w_i r_i (a plain weighted sum, checked against its logs); per-reward
+means are logged as `rewards/<name>/mean`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from ..config import ObjectivesConfig, resolve_device_defaults
+
+
+@dataclass
+class RLConfig(GRPOConfig, ObjectivesConfig):
+    """TRL's `GRPOConfig` plus the objectives: one RL policy per weight vector (see MORLHFConfig, SoupsConfig)."""
+
+    rl_algorithm: str = field(default="grpo", metadata={"help": "TRL online RL trainer.", "choices": ["grpo", "rloo"]})
+    # --- GRPOConfig fields whose defaults change (paper's MORLHF / generation settings) -----------
+    output_dir: str | None = field(default=None, metadata={"help": "Run directory."})
+    beta: float = field(default=0.2, metadata={"help": "KL coefficient (paper: 0.2)."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (paper: 1e-5)."})
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature (RiC's generation setting, for comparable fronts)."}
+    )
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (RiC's generation setting)."})
+    max_completion_length: int | None = field(
+        default=128, metadata={"help": "Max new tokens (paper: 128 assistant, 48 summary)."}
+    )
+    max_steps: int = field(default=1000, metadata={"help": "RL steps per run."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoint strategy (resumable runs)."})
+    save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept per run."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision (default: on for a bf16 GPU only)."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Gradient checkpointing (default: on for a GPU only)."}
+    )
+
+    def __post_init__(self):
+        resolve_device_defaults(self)
+        self.check_objectives()
+        if self.output_dir is None:
+            raise ValueError("output_dir: the run directory is required (e.g. output_dir: runs/demo-morlhf)")
+        super().__post_init__()
+
+
+@dataclass
+class MORLHFConfig(RLConfig):
+    """MORLHF: one RL policy per preference point, each on sum_i w_i r_i."""
+
+    preferences: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Preference points, one RL run each, as comma-separated weights ('0.2,0.8'). Default: "
+            "num_preference_points evenly spread."
+        },
+    )
+    num_preference_points: int = field(
+        default=5,
+        metadata={
+            "help": "Evenly spread preference points when `preferences` is not given (2 objectives: 0, 0.25, ..., 1)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.num_preference_points < 1:
+            raise ValueError(f"num_preference_points must be >= 1, got {self.num_preference_points}")
+        super().__post_init__()
+
+    def policy_weights(self, num_objectives: int) -> list[list[float]]:
+        """The preference points of the MORLHF runs."""
+        from ..preference import parse_preference, simplex_lattice
+
+        if self.preferences:
+            return [parse_preference(p, num_objectives, field="preferences") for p in self.preferences]
+        if num_objectives == 2:
+            n = self.num_preference_points
+            return [[round(i / (n - 1), 4), round(1 - i / (n - 1), 4)] for i in range(n)] if n > 1 else [[0.5, 0.5]]
+        return [list(p) for p in simplex_lattice(num_objectives, max(1, self.num_preference_points - 1))]
+
+
+@dataclass
+class SoupsConfig(RLConfig):
+    """Rewarded Soups: one RL policy per reward (one-hot weights), mixed with the preference at generation."""
+
+    def policy_weights(self, num_objectives: int) -> list[list[float]]:
+        """One-hot weights: policy i optimises reward i alone."""
+        return [[float(i == j) for j in range(num_objectives)] for i in range(num_objectives)]

