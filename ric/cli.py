@@ -90,8 +90,8 @@ def print_eval(result: dict, eval_dir) -> None:
 
 def cmd_evaluate(argv: list[str]) -> None:
     from .config import EvaluationConfig
-    from .methods import METHODS, recipe_method
-    from .pipeline import Stage, run_stage
+    from .methods import recipe_method
+    from .pipeline import run_stage
     from .recipe import RECIPE_FILE, parse_flags
 
     parser = argparse.ArgumentParser(prog="ric evaluate", description="Pareto front of a trained run (any method).")
@@ -121,12 +121,10 @@ def cmd_evaluate(argv: list[str]) -> None:
     overrides = {k: v for k, v in vars_of(run.configs).items() if k in given and k in method.generation_keys}
     options = {"adapter": known.adapter} if known.adapter else {}
     eval_dir = Path(known.eval_dir) if known.eval_dir else run_dir / "eval"
-    stage = Stage(
-        f"evaluate:{eval_dir.name}",
-        "evaluate",
-        lambda m: METHODS[run.method].evaluate(run, eval_dir=eval_dir, overrides=overrides, **options),
-    )
+    stage = method.evaluation_stage(run, f"evaluate:{eval_dir.name}", eval_dir, overrides, **options)
     print_eval(run_stage(run_dir, stage).summary, eval_dir)
+    if (eval_dir / "image_grid.png").exists():
+        print(f"image grid: {eval_dir}/image_grid.png")
 
 
 def vars_of(configs) -> dict:

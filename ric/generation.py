@@ -136,62 +136,46 @@ def generate_batched(
     except that a response cut shorter than `max_new_tokens` that holds no complete sentence comes
     back empty: cut data must not teach a model to stop mid-sentence.
     """
-    import torch
-    from transformers import LogitsProcessorList
-
     from .sampling import NucleusSampler
 
     prompts = list(prompts)
-    if not prompts:
-        return Generations(texts=[], hit_budget=[], generated_tokens=0, cut_texts=[] if cuts is not None else None)
     if cuts is not None and (not cuts or max(cuts) > max_new_tokens or min(cuts) < 1):
         raise ValueError(
             f"cuts must be token counts between 1 and max_new_tokens ({max_new_tokens}), got {list(cuts)}"
         )
+    result = Generations(
+        texts=[""] * len(prompts),
+        hit_budget=[False] * len(prompts),
+        generated_tokens=0,
+        cut_texts=[[] for _ in prompts] if cuts is not None else None,
+    )
+    if not prompts:
+        return result
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    outputs: list[str] = [""] * len(prompts)
-    cut_outputs: list[list[str]] | None = [[] for _ in prompts] if cuts is not None else None
-    hits = [False] * len(prompts)
-    device = next(model.parameters()).device
-    generator_seed = seed
-    batches = range(0, len(order), batch_size)
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: little padding per batch
+    starts = range(0, len(order), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=desc, unit="batch")
+        starts = tqdm(starts, desc=desc, unit="batch")
+    eos_ids = _eos_ids(model, tokenizer)
+    sampler = NucleusSampler(temperature, top_p) if do_sample else None
     was_training = model.training
     model.eval()
-    generated = 0
-    sampler = NucleusSampler(temperature, top_p) if do_sample else None
-    for n, start in enumerate(batches):
+    for n, start in enumerate(starts):
         index = order[start : start + batch_size]
-        enc = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True).to(device)
-        if generator_seed is not None:
-            torch.manual_seed(generator_seed + n)
-        # Sampling draws inside a logits processor (ric.sampling: the same distribution as
-        # transformers' temperature + top-p, without sorting the vocabulary at every step).
-        kwargs = dict(
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            do_sample=False,
-            logits_processor=LogitsProcessorList([sampler]) if sampler else None,
-        )
-        with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        eos_ids = _eos_ids(model, tokenizer)
-        for row, i in zip(new_tokens, index):
-            ids = row.tolist()
+        batch_seed = None if seed is None else seed + n
+        rows = _draw(model, tokenizer, [prompts[i] for i in index], max_new_tokens, sampler, batch_seed)
+        for ids, i in zip(rows, index):
             end = next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))
-            generated += end
-            hits[i] = end == len(ids) and len(ids) >= max_new_tokens
-            outputs[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
-            if cut_outputs is not None:
-                cut_outputs[i] = [
+            result.generated_tokens += end
+            result.hit_budget[i] = end == len(ids) and len(ids) >= max_new_tokens
+            result.texts[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
+            if cuts is not None:
+                result.cut_texts[i] = [
                     _finish(
                         tokenizer,
                         ids[:cut],
@@ -205,7 +189,30 @@ def generate_batched(
                 ]
     if was_training:
         model.train()
-    return Generations(texts=outputs, hit_budget=hits, generated_tokens=generated, cut_texts=cut_outputs)
+    return result
+
+
+def _draw(model, tokenizer, texts, max_new_tokens: int, sampler, seed: int | None) -> list[list[int]]:
+    """One batch through `model.generate`: the new token ids of every row (padding included)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    device = next(model.parameters()).device
+    enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    # Sampling draws inside a logits processor (ric.sampling: the same distribution as
+    # transformers' temperature + top-p, without sorting the vocabulary at every step).
+    processors = LogitsProcessorList([sampler]) if sampler else None
+    with torch.inference_mode():
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            do_sample=False,
+            logits_processor=processors,
+        )
+    return out[:, enc["input_ids"].shape[1] :].tolist()
 
 
 def _finish(

@@ -49,6 +49,16 @@ class Method:
     generation_keys: tuple[str, ...]
     evaluate_options: tuple[str, ...] = ()  # extra `ric evaluate` options (RiC: --adapter)
 
+    def evaluation_stage(self, run: Run, name: str = "evaluate", eval_dir=None, overrides=None, **options) -> Stage:
+        """The evaluation as a stage: metered (its generated tokens too) and marked in run_state.json."""
+
+        def evaluate(meter):
+            result = self.evaluate(run, eval_dir=eval_dir, overrides=overrides, **options)
+            meter.generated_tokens = (result.get("generation") or {}).get("generated_tokens", 0) or 0
+            return {**result, "num_points": len(result["points"])}
+
+        return Stage(name, "evaluate", evaluate, _describe_eval)
+
 
 # --- ric -----------------------------------------------------------------------------------------
 
@@ -61,7 +71,6 @@ def _ric_configs():
 
 
 def _ric_stages(run: Run) -> list[Stage]:
-    from .evaluate import evaluate
     from .online import online_iteration
     from .prepare import prepare
     from .ric_trainer import train
@@ -81,14 +90,7 @@ def _ric_stages(run: Run) -> list[Stage]:
                 _describe_online,
             )
         )
-    stages.append(
-        Stage(
-            _ric_evaluate_name(run),
-            "evaluate",
-            lambda m: _metered_eval(evaluate(d, eval_args, args), m),
-            _describe_eval,
-        )
-    )
+    stages.append(METHODS["ric"].evaluation_stage(run, _ric_evaluate_name(run)))
     return stages
 
 
@@ -150,8 +152,7 @@ def _rl_stages(run: Run) -> list[Stage]:
                 lambda s: f"{s['global_step']} RL steps in {s['train_seconds']:.0f}s",
             )
         )
-    evaluate = METHODS[run.method].evaluate
-    stages.append(Stage("evaluate", "evaluate", lambda m: _metered_eval(evaluate(run), m), _describe_eval))
+    stages.append(METHODS[run.method].evaluation_stage(run))
     return stages
 
 
@@ -190,7 +191,6 @@ def _diffusion_configs():
 
 
 def _diffusion_stages(run: Run) -> list[Stage]:
-    from .diffusion.generate import evaluate
     from .diffusion.prepare import prepare_images
     from .diffusion.train import train_diffusion
 
@@ -204,12 +204,7 @@ def _diffusion_stages(run: Run) -> list[Stage]:
             lambda s: f"scored {s['rows']} images (skipped {s['skipped']} that failed to decode) in {d}/data",
         ),
         Stage("train", "train", lambda m: train_diffusion(d, cfg, meter=m), _describe_train),
-        Stage(
-            "evaluate",
-            "evaluate",
-            lambda m: _metered_eval(evaluate(run), m),
-            lambda s: _describe_eval(s) + f"\nimage grid: {d}/eval/image_grid.png",
-        ),
+        METHODS["diffusion"].evaluation_stage(run),
     ]
 
 
@@ -310,11 +305,6 @@ def open_run(argv, recipe: str | Path | None) -> Run:
     return run
 
 
-def _metered_eval(result: dict, meter) -> dict:
-    meter.generated_tokens = (result.get("generation") or {}).get("generated_tokens", 0) or 0
-    return {**result, "points": len(result["points"])}
-
-
 # --- one line per finished stage (what `ric run` prints) -----------------------------------------
 
 
@@ -345,4 +335,4 @@ def _describe_online(s: dict) -> str:
 
 
 def _describe_eval(s: dict) -> str:
-    return f"{s['points']} points, hypervolume {s['hypervolume']:.4g}"
+    return f"{s['num_points']} points, hypervolume {s['hypervolume']:.4g}"

@@ -86,5 +86,5 @@ def run_stage(run_dir: str | Path, stage: Stage) -> StageOutcome:
 
 def _brief(summary: dict) -> dict:
     """The scalar facts of a stage's summary that run_state.json keeps (`ric status` prints them)."""
-    keep = ("rows", "steps", "kept", "dropped", "hypervolume", "points", "images", "skipped")
+    keep = ("rows", "steps", "kept", "dropped", "hypervolume", "num_points", "skipped")
     return {k: summary[k] for k in keep if isinstance(summary.get(k), (int, float))}

@@ -335,13 +335,18 @@ def prepare(run_dir, model_args, data_args, args, meter=None, progress: bool = T
     check_sampling_styles(args, data_args)
     names = [reward_display_name(r) for r in args.rewards]
     part = meter.part if meter is not None else (lambda name: contextlib.nullcontext())
-    tokenizer = load_tokenizer(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    scorers = []
-    if data_args.dataset_builder:  # the paper's tasks filter by every reward tokenizer's length
+    scorers, tokenizers = [], []
+    if data_args.dataset_builder:  # the paper's tasks filter by the policy's and every reward tokenizer's length
         scorers = load_rewards(args.rewards, args.reward_models, batch_size=args.reward_batch_size)
-    reward_tokenizers = [s.tokenizer for s in scorers if getattr(s, "tokenizer", None) is not None]
+        tokenizers = [load_tokenizer(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code)]
+        tokenizers += [s.tokenizer for s in scorers if getattr(s, "tokenizer", None) is not None]
     with part("sample"):
-        rows = collect_rows(run_dir, model_args, data_args, args, [tokenizer, *reward_tokenizers], progress)
+        rows = collect_rows(run_dir, model_args, data_args, args, tokenizers, progress)  # data checked first
+    tokenizer = (
+        tokenizers[0]
+        if tokenizers
+        else load_tokenizer(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    )
     rows, dropped = filter_rows(rows, tokenizer, data_args)
     with part("score"):
         raw = score_chunked(

@@ -4,6 +4,7 @@ the bad inputs that must fail before any model loads."""
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ric.cli import main
@@ -113,6 +114,27 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     )
     one = json.loads((run / "eval1/pareto.json").read_text())
     assert one["num_prompts"] == 1 and one["base"] is None
+    assert one["hypervolume_reference"] == [-1, 0] and one["hypervolume_reference_rule"] == "given"
+
+    # a generation flag given to `ric evaluate` takes effect (and is recorded); a training flag is refused
+    args = ["evaluate", str(run), "--eval_num_prompts", "1", "--eval_dir", str(run / "eval_t")]
+    assert main([*args, "--temperature", "0.1", "--max_completion_length", "3"]) == 0
+    hot = json.loads((run / "eval_t/pareto.json").read_text())
+    assert hot["generation"]["temperature"] == 0.1 and hot["generation"]["max_new_tokens"] == 3
+    assert hot["hypervolume_reference_rule"].startswith("base model mean - 3 std")
+    capsys.readouterr()
+    assert main([*args, "--learning_rate", "0.1"]) == 2
+    assert "--learning_rate does not change an evaluation" in capsys.readouterr().err
+    # the evaluations are metered beside the stages of the run
+    compute = json.loads((run / "compute.json").read_text())
+    assert {"prepare", "train", "evaluate", "evaluate:eval1", "evaluate:eval_t"} <= set(compute["stages"])
+    assert compute["stages"]["evaluate:eval_t"]["generated_tokens"] > 0
+    assert main(["status", str(run)]) == 0
+    assert "total compute" in capsys.readouterr().out
+
+    # text-to-image flags mean nothing to a text run
+    assert main(["generate", str(run), "--preference", "0.2,0.8", "hi", "--guidance_scale", "3"]) == 2
+    assert "--guidance_scale: applies to text-to-image runs only" in capsys.readouterr().err
 
 
 def test_generate_bad_inputs_fail_before_loading(tiny_recipe, tmp_path, capsys):
@@ -184,3 +206,62 @@ def test_rewards_command(capsys):
     assert main(["rewards"]) == 0
     out = capsys.readouterr().out
     assert "positivity" in out and "relevance" in out
+
+
+def _bad_data_recipe(tiny_recipe, tmp_path, train_text, eval_text='{"prompt": "Why?"}\n'):
+    """The tiny recipe with other data files and a model that does not exist: an error about the data
+    proves it came before any model was loaded."""
+    from tests.helpers import update_recipe
+
+    train, evaluation = tmp_path / "bad_train.jsonl", tmp_path / "bad_eval.jsonl"
+    train.write_text(train_text)
+    evaluation.write_text(eval_text)
+    update_recipe(
+        tiny_recipe,
+        dataset_name=str(train),
+        eval_dataset_name=str(evaluation),
+        model_name_or_path=str(tmp_path / "no-such-model"),
+    )
+    return tiny_recipe
+
+
+@pytest.mark.parametrize(
+    "train_text, eval_text, fragment",
+    [
+        ("", None, "bad_train.jsonl' is empty"),
+        ("\n\n", None, "bad_train.jsonl' is empty"),
+        ('{"prompt": "  "}\n{"prompt": ""}\n', None, "every prompt in column 'prompt' is blank"),
+        ('{"prompt": 3}\n', None, "column 'prompt' holds int values"),
+        ('{"prompt": "Hi?"}\n{"prompt": ', None, "cannot read it as .jsonl"),
+        ('{"prompt": "Hi?"}\n', '{"prompt": " "}\n', "bad_eval.jsonl': every prompt in column 'prompt' is blank"),
+    ],
+)
+def test_bad_data_is_named_before_any_model_loads(tiny_recipe, tmp_path, capsys, train_text, eval_text, fragment):
+    kwargs = {} if eval_text is None else {"eval_text": eval_text}
+    recipe = _bad_data_recipe(tiny_recipe, tmp_path, train_text, **kwargs)
+    assert main(["prepare", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err, err
+    assert "no-such-model" not in err
+
+
+def test_damaged_run_files_are_named(tiny_recipe, tmp_path, capsys):
+    run = tmp_path / "damaged"
+    run.mkdir()
+    (run / "ric_run.json").write_text('{"base_model": "x", "rewards": [')
+    assert main(["generate", str(run), "--preference", "0.5,0.5", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "ric_run.json is not valid JSON" in err and "line 1" in err
+    (run / "ric_run.json").write_text('{"rewards": ["positivity"]}')
+    assert main(["generate", str(run), "--preference", "1", "hi"]) == 2
+    assert "missing field(s) ['base_model', 'template']" in capsys.readouterr().err
+    (run / "run_state.json").write_text("{not json")
+    assert main(["status", str(run)]) == 2
+    assert "run_state.json is not valid JSON" in capsys.readouterr().err
+    (run / "recipe.yaml").write_text("rewards: [positivity\n")
+    assert main(["evaluate", str(run)]) == 2
+    assert "recipe.yaml' is not valid YAML" in capsys.readouterr().err
+    (run / "eval").mkdir()
+    (run / "eval/pareto.json").write_text("[]")
+    assert main(["compare", str(run)]) == 2
+    assert "pareto.json" in capsys.readouterr().err

@@ -184,6 +184,8 @@ def train_policy(run_dir, model_args, data_args, args, policy: dict, meter=None)
     from ..models import load_tokenizer
 
     run_dir = Path(run_dir)
+    if not (run_dir / "data" / "train").exists():
+        raise FileNotFoundError(f"{run_dir} has no prepared prompts (data/train): run `ric prepare` first")
     tokenizer = load_tokenizer(
         model_args.model_name_or_path, padding_side="left", trust_remote_code=args.trust_remote_code
     )

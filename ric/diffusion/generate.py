@@ -210,7 +210,8 @@ def evaluate(run, eval_dir=None, overrides: dict | None = None, progress: bool =
         )
         for w in preference_grid(info.num_objectives, eval_args.eval_grid_divisions)
     ]
-    settings = {**info.generation, "seed": cfg.seed, **(overrides or {})}
+    given = {k: v for k, v in (overrides or {}).items() if k in ("guidance_scale", "num_inference_steps", "seed")}
+    settings = {**info.generation, "seed": cfg.seed, **given}
     key = fingerprint([{"v": v} for v in (settings, [vars(p) for p in points], captions)])
     front = ImageFront(run.run_dir, eval_dir / f"images-{key}", points, captions, settings)
     spec = FrontSpec(

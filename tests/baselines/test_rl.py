@@ -184,3 +184,54 @@ def test_baseline_recipes_run_end_to_end(rl_recipe, method, capsys):
     compute = json.loads((run / "compute.json").read_text())
     assert compute["total"]["optimizer_steps"] == 4 and compute["total"]["generated_tokens"] > 0
     assert pareto["base"] is not None and pareto["hypervolume"] >= 0
+
+    # every command works on a baseline's run directory
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--eval_dir", str(run / "eval_again"), "--temperature", "0.5"]) == 0
+    again = json.loads((run / "eval_again/pareto.json").read_text())
+    assert again["method"] == method and again["generation"]["temperature"] == 0.5
+    assert again["hypervolume_reference_rule"] == pareto["hypervolume_reference_rule"]
+    capsys.readouterr()
+    assert (
+        main(["generate", str(run), "--preference", "0.9,0.1", "Name a color.", "--json", "--max_new_tokens", "3"])
+        == 0
+    )
+    out = capsys.readouterr()
+    answer = json.loads(out.out.strip().splitlines()[-1])
+    assert answer["preference"] == [0.9, 0.1] and answer["prompt"] == "Name a color."
+    if method == "morlhf":
+        assert answer["policy"] == "w_1.00_0.00", "the trained point nearest to (0.9, 0.1)"
+    else:
+        assert answer["policy"] == "mix w_0.90_0.10"
+    assert f"policy: {answer['policy']}" in out.err
+    assert main(["status", str(run)]) == 0
+    assert "policy:" in capsys.readouterr().out
+    for flag in (["--method", "l2"], ["--adapter", str(run)]):
+        assert main(["generate", str(run), "--preference", "0.5,0.5", "hi", *flag]) == 2
+        assert flag[0] in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--adapter", str(run)]) == 2
+    assert "--adapter" in capsys.readouterr().err
+
+
+def test_soups_generator_mixes_once_per_preference_and_keeps_few(rl_recipe, capsys):
+    """Distinct preferences get distinct mixes (cached); the oldest mix is dropped past the cap."""
+    from ric.baselines.soups import SoupsGenerator
+
+    recipe = yaml.safe_load(rl_recipe.read_text())
+    recipe.update(method="soups", max_steps=1)
+    recipe.pop("preferences")
+    rl_recipe.write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(rl_recipe)]) == 2  # training needs the prepared prompts first
+    assert "prepare" in capsys.readouterr().err
+    assert main(["prepare", str(rl_recipe)]) == 0 and main(["train", str(rl_recipe)]) == 0
+    generator = SoupsGenerator.from_run(recipe["output_dir"])
+    generator.max_mixes = 2
+    first = generator.generate(["hi"], preference=[0.2, 0.8], max_new_tokens=2)
+    assert first[0]["policy"] == "mix w_0.20_0.80"
+    names = set(generator.model.peft_config)
+    generator.generate(["hi"], preference=[0.2, 0.8], max_new_tokens=2)
+    assert set(generator.model.peft_config) == names, "the same preference reuses its mix"
+    generator.generate(["hi"], preference=[0.6, 0.4], max_new_tokens=2)
+    generator.generate(["hi"], preference=[0.7, 0.3], max_new_tokens=2)
+    mixes = [n for n in generator.model.peft_config if n.startswith("mix_")]
+    assert len(mixes) == 2 and len(generator.mixes) == 2

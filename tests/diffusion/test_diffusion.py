@@ -1,5 +1,6 @@
 """RiC for text-to-image on a tiny Stable Diffusion built from configs (no downloads)."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -82,7 +83,11 @@ def test_smoke_recipe_end_to_end(smoke_recipe, tmp_path, capsys):
     assert (run / "adapter/pytorch_lora_weights.safetensors").exists() and (run / "adapter/ric_run.json").exists()
     assert (run / "eval/image_grid.png").exists() and (run / "eval/pareto.png").exists()
     pareto = json.loads((run / "eval/pareto.json").read_text())
-    assert len(pareto["points"]) == 11
+    assert len(pareto["points"]) == 11 and pareto["method"] == "diffusion"
+    assert pareto["base"] is not None, "the base pipeline (LoRA off, untagged captions) is a point too"
+    with open(run / "eval" / pareto["points"][3]["csv"]) as handle:
+        first = next(csv.DictReader(handle))
+    assert Path(first["response"]).is_file() and first["prompt"] == "a plain red square"
     train = json.loads((run / "train_stats.json").read_text())
     assert train["global_step"] == 4 and "<rm1>" in train["example_caption"]
 
@@ -96,6 +101,11 @@ def test_smoke_recipe_end_to_end(smoke_recipe, tmp_path, capsys):
     assert "targets: compressibility=" in capsys.readouterr().err
     assert main(["generate", str(run), "--preference", "0.7,0.3,0.0", "a lighthouse"]) == 2
     assert "2 objectives" in capsys.readouterr().err
+    assert main(["generate", str(run), "--preference", "0.7,0.3", "a lighthouse", "--temperature", "0.5"]) == 2
+    assert "--temperature: applies to text runs only" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--eval_dir", str(run / "eval2"), "--num_inference_steps", "1"]) == 0
+    again = json.loads((run / "eval2/pareto.json").read_text())
+    assert again["generation"]["num_inference_steps"] == 1 and (run / "eval2/image_grid.png").exists()
 
 
 def test_training_changes_lora_and_reload_gives_identical_latents(smoke_recipe, tmp_path):
