@@ -102,3 +102,14 @@ def tiny_recipe(tmp_path, tiny_model_dir):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+@pytest.fixture()
+def prepared(tiny_recipe):
+    """The tiny recipe's configs after its prepare stage, and the stage's summary."""
+    from ric.prepare import prepare
+    from tests.helpers import parse_run_args
+
+    (model_args, data_args, args, eval_args), _ = parse_run_args([], str(tiny_recipe))
+    summary = prepare(args.output_dir, model_args, data_args, args, progress=False)
+    return model_args, data_args, args, eval_args, summary
