@@ -4,7 +4,8 @@ A reward model is declared by how it reads its input (`input_format`, see `INPUT
 logit is the reward (`logit_index`). The paper's models differ exactly there: GPT-2 harmless/helpful
 read (prompt, response) as a text pair, the humor classifier reads the response alone and its
 reward is logit 1, the summary model reads "summary <bos> post", and the faithfulness detector
-reads text=summary, text_pair=post. Inputs are truncated to the model's limit (at most 1024
+reads text=summary, text_pair=post (spacing as in the paper's code: "summary <bos> post" is
+summary + " " + bos + " " + post). Inputs are truncated to the model's limit (at most 1024
 tokens), batched, and scored on the GPU when there is one.
 """
 
@@ -29,7 +30,8 @@ def build_reward_inputs(input_format: str, prompts: list[str], responses: list[s
     if input_format == "response_bos_prompt":
         if not bos_token:
             raise ValueError("input_format 'response_bos_prompt' needs a tokenizer with a bos token")
-        return [r + bos_token + p for r, p in zip(responses, prompts)], None
+        # the summary reward model of the paper's code reads summary + " " + bos + " " + post
+        return [f"{r} {bos_token} {p}" for r, p in zip(responses, prompts)], None
     raise ValueError(f"input_format: unknown {input_format!r}; choose one of {', '.join(INPUT_FORMATS)}")
 
 
@@ -41,6 +43,8 @@ class SequenceClassifierScorer(RewardScorer):
         model: hub id or local folder.
         input_format: how the model reads a pair (see `INPUT_FORMATS`).
         logit_index: which output logit is the reward (0 for single-logit reward models).
+        prompt_template: what the model reads as the prompt, "{prompt}" standing for the row's prompt
+            (the paper's `deberta` reads the summary task's instruction prompt around the post).
         max_length: truncation limit; the model's own limit and 1024 cap it.
         batch_size: pairs per forward pass.
         device: defaults to CUDA when available.
@@ -53,6 +57,7 @@ class SequenceClassifierScorer(RewardScorer):
         model: str,
         input_format: str = "prompt_response",
         logit_index: int = 0,
+        prompt_template: str = "{prompt}",
         max_length: int = MAX_REWARD_TOKENS,
         batch_size: int = 16,
         device: str | None = None,
@@ -68,6 +73,9 @@ class SequenceClassifierScorer(RewardScorer):
         self.model_name = model
         self.name = name or os.path.basename(str(model).rstrip("/"))
         self.input_format, self.logit_index, self.batch_size = input_format, int(logit_index), batch_size
+        if "{prompt}" not in prompt_template:
+            raise ValueError(f"prompt_template: {prompt_template!r} must contain {{prompt}} where the prompt goes")
+        self.prompt_template = prompt_template
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = load_pretrained(
             AutoTokenizer, model, what="reward tokenizer", trust_remote_code=trust_remote_code
@@ -102,6 +110,7 @@ class SequenceClassifierScorer(RewardScorer):
 
     def encode(self, prompts: list[str], responses: list[str]):
         """Tokenize a batch exactly as the model reads it (exposed for tests and debugging)."""
+        prompts = [self.prompt_template.replace("{prompt}", p) for p in prompts]
         texts, pairs = build_reward_inputs(self.input_format, prompts, responses, self.tokenizer.bos_token)
         return self.tokenizer(
             texts,

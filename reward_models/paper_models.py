@@ -5,19 +5,24 @@
 | harmless | Ray2333/gpt2-large-harmless-reward_model        | (prompt, response) text pair           | 0     |
 | helpful  | Ray2333/gpt2-large-helpful-reward_model         | (prompt, response) text pair           | 0     |
 | humor    | mohameddhiab/humor-no-humor                     | the response only                      | 1     |
-| summary  | Tristan/gpt2_reward_summarization               | "summary <bos> post" (reversed, bos)   | 0     |
+| summary  | Tristan/gpt2_reward_summarization               | summary + " " + bos + " " + post       | 0     |
 | faithful | CogComp/bart-faithful-summary-detector          | text=summary, text_pair=post           | 1     |
 | deberta  | OpenAssistant/reward-model-deberta-v3-large-v2  | (prompt, response) text pair           | 0     |
 
 `get_reward("harmless")` loads the hub model; `get_reward("harmless", model="/local/copy")` (or a
 recipe's `reward_models: {harmless: {model: /local/copy}}`) feeds a local copy through the same
-adapter. Inputs are truncated to the model's limit (at most 1024 tokens) and batched.
+adapter. Inputs are truncated to the model's limit (at most 1024 tokens) and batched. In the
+summary task the paper's code gives `deberta` the task's instruction prompt as its question:
+`reward_models: {deberta: {prompt_template: SUMMARY_INSTRUCTION_PROMPT}}` (the Reddit recipes do).
 """
 
 from __future__ import annotations
 
 from .hf_scorer import SequenceClassifierScorer
 from .registry import register_reward
+
+# what `deberta` reads as its question in the summary task (the paper's code): the instruction prompt
+SUMMARY_INSTRUCTION_PROMPT = "### Instruction: Generate a one-sentence summary of this post. ### Input: {prompt} ### Response:"
 
 PAPER_REWARD_MODELS = {
     "harmless": {
@@ -55,18 +60,20 @@ def _factory(name: str, spec: dict):
         trust_remote_code: bool = False,
         **overrides,
     ):
+        unknown = sorted(set(overrides) - {"input_format", "logit_index", "prompt_template"})
+        if unknown:  # before any model loads
+            raise ValueError(f"reward {name!r}: unknown field(s) {unknown}")
         scorer = SequenceClassifierScorer(
             model=model or spec["model"],
-            input_format=overrides.pop("input_format", spec["input_format"]),
-            logit_index=overrides.pop("logit_index", spec["logit_index"]),
+            input_format=overrides.get("input_format", spec["input_format"]),
+            logit_index=overrides.get("logit_index", spec["logit_index"]),
+            prompt_template=overrides.get("prompt_template", "{prompt}"),
             max_length=max_length,
             batch_size=batch_size,
             device=device,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
         )
-        if overrides:
-            raise ValueError(f"reward {name!r}: unknown field(s) {sorted(overrides)}")
         scorer.name = name
         return scorer
 

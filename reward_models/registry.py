@@ -17,7 +17,7 @@ from typing import Any
 INPUT_FORMATS = {
     "prompt_response": "the tokenizer's text/text_pair: text=prompt, text_pair=response",
     "response": "the response alone",
-    "response_bos_prompt": 'one string "response <bos> prompt" (reversed, joined by the bos token)',
+    "response_bos_prompt": 'one string response + " " + bos + " " + prompt (reversed, joined by the bos token)',
     "response_prompt": "the tokenizer's text/text_pair reversed: text=response, text_pair=prompt",
 }
 

@@ -45,6 +45,14 @@ class ModelConfig(TRLModelConfig):
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (paper: 64)."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (paper: 128)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper: 0.05)."})
+    adapter_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "dtype of the trainable LoRA weights, set after the trainer is built: float32 (the paper's code) "
+            "or bfloat16 (TRL's QLoRA choice under 8-bit/4-bit loading, where small-lr updates round away).",
+            "choices": ["float32", "bfloat16"],
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -119,6 +127,14 @@ class ObjectivesConfig:
         metadata={
             "help": "chat template only: the system turn of every prompt (None keeps the chat template's default; "
             "'' an empty one)."
+        },
+    )
+
+    trim_truncated: bool = field(
+        default=False,
+        metadata={
+            "help": "A response that runs into the token limit loses its unfinished last sentence (sampling, online "
+            "generation, evaluation, ric generate). Off in the paper's code; the CPU demo turns it on."
         },
     )
 
@@ -205,3 +221,19 @@ def resolve_device_defaults(config) -> None:
         config.bf16 = bool(on_gpu and torch.cuda.is_bf16_supported() and not config.fp16)
     if config.gradient_checkpointing is None:
         config.gradient_checkpointing = on_gpu
+
+
+def check_score_range(config) -> None:
+    """`score_range` and its settings: the quantile only with quantiles, in [0, 0.5)."""
+    if config.score_range == "quantiles":
+        if config.score_range_quantile is None:
+            config.score_range_quantile = 0.05
+        if not 0 <= config.score_range_quantile < 0.5:
+            raise ValueError(f"score_range_quantile must be in [0, 0.5), got {config.score_range_quantile}")
+    elif config.score_range_quantile is not None:
+        raise ValueError(
+            f"score_range_quantile: applies to score_range: quantiles only (score_range is {config.score_range!r}); "
+            "remove it, or set score_range: quantiles"
+        )
+    if getattr(config, "score_range_samples", 1) < 2:
+        raise ValueError(f"score_range_samples must be >= 2, got {config.score_range_samples}")

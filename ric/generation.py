@@ -356,7 +356,8 @@ class PolicyGenerator:
         return add_score_tags(prompt, targets, self.info.template, self.tokenizer, self.info.system_prompt)
 
     def settings(self, **overrides) -> dict:
-        unknown = sorted(k for k, v in overrides.items() if v is not None and k not in self.options | {"batch_size"})
+        allowed = self.options | {"batch_size", "trim_truncated"}  # the last two come from the run itself
+        unknown = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
         if unknown:
             raise ValueError(
                 f"{unknown[0]}: not a generation setting of a {self.info.method} run; it takes {sorted(self.options)}"
@@ -430,8 +431,13 @@ class PolicyFront(FrontGenerator):
             self.generator = self.load_generator()
         return self.generator
 
+    def _settings(self, items) -> dict:
+        """The evaluation's settings, with the seed offset by the chunk's first item (its own random stream)."""
+        seed = self.settings.get("seed")
+        return {**self.settings, "seed": None if seed is None else seed + items[0]["i"]}
+
     def base(self, items):
-        return self._generator().generate_base([c["prompt"] for c in items], **self.settings)
+        return self._generator().generate_base([c["prompt"] for c in items], **self._settings(items))
 
     def points(self, items):
         generator = self._generator()
@@ -441,7 +447,7 @@ class PolicyFront(FrontGenerator):
                 k: generator.condition(p.preference, method=self.method) for k, p in enumerate(self.points_)
             }
         out = generator.generate_conditioned(
-            [c["prompt"] for c in items], [self.conditions[c["point"]] for c in items], **self.settings
+            [c["prompt"] for c in items], [self.conditions[c["point"]] for c in items], **self._settings(items)
         )
         return [r["response"] for r in out]
 

@@ -192,3 +192,20 @@ def load_base_for_training(model_args, trust_remote_code: bool = False):
     return load_causal_lm(
         model_args.model_name_or_path, device=device, **model_load_kwargs(model_args, trust_remote_code)
     )
+
+
+def cast_adapter(model, dtype: str) -> int:
+    """Cast every trainable parameter (the LoRA weights) to `dtype` in place; returns how many.
+
+    TRL's SFTTrainer and GRPOTrainer cast the trainable LoRA weights of an 8-bit/4-bit base to bf16 in
+    their constructor and keep no fp32 master copy: at lr 1e-5 most updates then round away. Call this
+    after the trainer is built and before `train()` (the optimizer is created there)."""
+    import torch
+
+    target = getattr(torch, dtype)
+    count = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != target:
+            param.data = param.data.to(target)
+            count += 1
+    return count

@@ -3,7 +3,8 @@ rejection sampling, continued training. Iterated and resumable.
 
 Per iteration k (folder RUN_DIR/online/iter_k):
   a. `sample_targets`: target vectors near the Pareto front (every objective at its maximum except
-     one, drawn uniformly in [low, high]); prompts drawn from the training set;
+     one, the smallest of N uniform draws in [low, high] as the paper's code, or one uniform draw as
+     the paper's text); prompts drawn from the training set;
   b. generate with the current adapter, in chunks written as they complete (gen/);
   c. score the generations, normalise with the saved training statistics and use the OBTAINED
      scores as the tags (relabelling) -> scored/ (Arrow);
@@ -29,15 +30,31 @@ from .rundir import RunState, atomic_save_dataset, is_main_process, wait_for_eve
 logger = logging.getLogger(__name__)
 
 
-def sample_targets(n: int, num_objectives: int, low=None, high=None, seed: int = 0) -> np.ndarray:
+GOAL_SAMPLING = ("min_of_uniform", "uniform")
+
+
+def sample_targets(
+    n: int, num_objectives: int, low=None, high=None, seed: int = 0, method: str = "min_of_uniform"
+) -> np.ndarray:
     """Targets near the Pareto front, shape (n, num_objectives), rounded to 1 decimal.
 
-    Every objective is set to its maximum `high` except one, picked uniformly at random, which is
-    drawn uniformly in [low, high]. `low`/`high` are scalars or one value per objective; by
-    default the paper's range, the min/max of a standard normal sample (about -4.3..4.3).
+    Every objective is set to its maximum `high` except one free objective:
+
+    - "min_of_uniform" (the default, the paper's code): every objective is drawn uniformly in
+      [low, high] (rounded to 1 decimal) and the one with the smallest draw keeps it; so the free
+      value is the minimum of N uniform draws, mean low + (high - low) / (N + 1): -1.43 for 2
+      objectives and -2.15 for 3 on -4.3..4.3 (ties: the first objective).
+    - "uniform" (the paper's text): the free objective is picked uniformly at random and drawn
+      uniformly in [low, high] (mean 0 on a symmetric range).
+
+    `low`/`high` are scalars or one value per objective (the draw is then made on each objective's
+    own range, and the smallest fraction of its range wins); by default the paper's range, the
+    min/max of a standard-normal sample (about -4.3..4.3).
     """
     if n < 1 or num_objectives < 1:
         raise ValueError(f"sample_targets: n and num_objectives must be >= 1, got {n}, {num_objectives}")
+    if method not in GOAL_SAMPLING:
+        raise ValueError(f"sample_targets: method {method!r} is not one of {GOAL_SAMPLING}")
     default_low, default_high = standard_normal_range()
     low = np.broadcast_to(np.asarray(default_low if low is None else low, dtype=np.float64), (num_objectives,))
     high = np.broadcast_to(np.asarray(default_high if high is None else high, dtype=np.float64), (num_objectives,))
@@ -45,8 +62,15 @@ def sample_targets(n: int, num_objectives: int, low=None, high=None, seed: int =
         raise ValueError(f"sample_targets: low {low.tolist()} must be below high {high.tolist()}")
     rng = np.random.default_rng(seed)
     targets = np.tile(high, (n, 1))
-    free = rng.integers(0, num_objectives, size=n)
-    targets[np.arange(n), free] = rng.uniform(low[free], high[free])
+    rows = np.arange(n)
+    if method == "uniform":
+        free = rng.integers(0, num_objectives, size=n)
+        targets[rows, free] = rng.uniform(low[free], high[free])
+    else:
+        fractions = rng.random((n, num_objectives))
+        draws = np.round(fractions * (high - low) + low, 1)
+        free = np.argmin((draws - low) / (high - low), axis=1)
+        targets[rows, free] = draws[rows, free]
     return np.vectorize(round1)(targets)
 
 
@@ -108,7 +132,9 @@ def goal_items(args, info, prompts: list[str], iteration: int) -> list[dict]:
     """a. Seeded goals and prompts: a rerun rebuilds exactly the same work list."""
     low, high = target_range(args, info)
     n = args.online_num_generations
-    targets = sample_targets(n, info.num_objectives, low, high, seed=args.seed + 1000 * iteration)
+    targets = sample_targets(
+        n, info.num_objectives, low, high, seed=args.seed + 1000 * iteration, method=args.online_goal_sampling
+    )
     picked = np.random.default_rng(args.seed + 1000 * iteration + 1).integers(0, len(prompts), size=n)
     return [{"i": i, "prompt": prompts[j], "targets": t.tolist()} for i, (j, t) in enumerate(zip(picked, targets))]
 
@@ -118,7 +144,7 @@ def generate_online(
 ) -> tuple[list[dict], int]:
     """b. Generate with the current adapter, chunk by chunk; returns (rows, generated tokens)."""
     from .chunks import run_chunked
-    from .generation import GenerationTally, clean_response, format_prompts, generate_batched, load_policy
+    from .generation import GenerationTally, format_prompts, generate_batched, load_policy
     from .vllm_backend import pick_backend
 
     backend = pick_backend(args.generation_backend)
@@ -137,9 +163,17 @@ def generate_online(
         seed = args.seed + 1_000_000 * iteration + chunk[0]["i"]
         if backend == "vllm":
             out = tally.add(
-                policy["vllm"].generate(texts, args.max_completion_length, args.temperature, args.top_p, seed=seed)
+                policy["vllm"].generate(
+                    texts,
+                    args.max_completion_length,
+                    args.temperature,
+                    args.top_p,
+                    seed=seed,
+                    template=info.template,
+                    trim_truncated=args.trim_truncated,
+                )
             )
-            return [{**c, "response": clean_response(r, info.template)} for c, r in zip(chunk, out.texts)]
+            return [{**c, "response": r} for c, r in zip(chunk, out.texts)]
         out = tally.add(
             generate_batched(
                 policy["model"],
@@ -152,6 +186,7 @@ def generate_online(
                 seed=seed,
                 template=info.template,
                 progress=False,
+                trim_truncated=args.trim_truncated,
             )
         )
         return [{**c, "response": r} for c, r in zip(chunk, out.texts)]

@@ -155,6 +155,7 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
                     progress=progress,
                     desc="sampling base responses",
                     cuts=list(budgets),
+                    trim_truncated=args.trim_truncated,
                 )
             )
             for c, responses, hit in zip(group, out.cut_texts, out.hit_budget):
@@ -272,7 +273,9 @@ def write_prepared(run_dir, rows: Rows, raw: np.ndarray, names, args) -> dict:
 
     stats = RewardStats.fit(names, raw)
     normalized = stats.normalize(names, raw)
-    low, high = score_range(normalized, args.score_range_quantile)
+    low, high = score_range(
+        normalized, args.score_range, args.score_range_quantile, args.score_range_seed, args.score_range_samples
+    )
     out = data_dir(run_dir)
     atomic_save_dataset(
         datasets.Dataset.from_dict(
@@ -293,7 +296,12 @@ def write_prepared(run_dir, rows: Rows, raw: np.ndarray, names, args) -> dict:
         **stats.to_dict(),
         "score_low": low,
         "score_high": high,
-        "score_range_quantile": args.score_range_quantile,
+        "score_range": {
+            "kind": args.score_range,
+            "quantile": args.score_range_quantile,
+            "seed": args.score_range_seed,
+            "samples": args.score_range_samples,
+        },
         "num_rows": len(rows.prompts),
     }
     write_json(out / "reward_stats.json", reward_stats)

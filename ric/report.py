@@ -48,8 +48,10 @@ class FrontPoint:
 class FrontGenerator:
     """What a method supplies: answers for chunks of items. Responses are texts (or image file paths).
 
-    `points(items)` answers items {"point": k, "prompt": p}; `base(items)` answers items {"prompt": p}
-    with the base model, unconditioned. Base chunks are generated before point chunks."""
+    `points(items)` answers items {"i", "point": k, "prompt": p}; `base(items)` answers items
+    {"i", "prompt": p} with the base model, unconditioned. `i` numbers the items of a list; a chunk
+    samples with the evaluation seed + its first item's `i`, so no two chunks share a random stream.
+    Base chunks are generated before point chunks."""
 
     identity: dict = {}  # what the answers depend on besides settings, points and prompts (adapter paths...)
 
@@ -115,11 +117,12 @@ def evaluate_front(
     gen_dir = spec.eval_dir / "gen"
     base_rows = []
     if spec.eval_base:
-        items = [{"prompt": p} for p in spec.prompts]
+        items = [{"i": i, "prompt": p} for i, p in enumerate(spec.prompts)]
         base_rows = _answer(
             gen_dir / f"base-{key}", items, spec.chunk_size, generator.base, "evaluating base model", progress
         )
     items = [{"point": k, "prompt": p} for k in range(len(spec.points)) for p in spec.prompts]
+    items = [{"i": i, **item} for i, item in enumerate(items)]  # the index seeds a chunk's own random stream
     rows = _answer(
         gen_dir / f"points-{key}", items, spec.chunk_size, generator.points, f"evaluating {spec.method}", progress
     )

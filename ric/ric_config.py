@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .config import DataConfig, ObjectivesConfig, resolve_device_defaults
+from .config import DataConfig, ObjectivesConfig, check_score_range, resolve_device_defaults
 from .preference import PREFERENCE_METHODS
 
 
@@ -99,12 +99,21 @@ class RiCConfig(SFTConfig, ObjectivesConfig):
     """TRL's `SFTConfig` plus what RiC adds: the rewards, the score-tag template, the score range,
     generation settings, and the online augmentation stage. Paper defaults; see the module docstring."""
 
-    score_range_quantile: float = field(
-        default=0.0,
+    score_range: str = field(
+        default="gaussian",
         metadata={
-            "help": "low/high of each normalised reward = this quantile / 1 - this quantile of the training "
-            "scores (0: min/max)."
+            "help": "low/high of each normalised reward, which the preference mapping spreads targets over: gaussian "
+            "(the paper's code: min/max of score_range_samples standard-normal draws seeded with score_range_seed, "
+            "about -4.1..4.1), data (min/max of the training scores) or quantiles (score_range_quantile and 1 - it).",
+            "choices": ["gaussian", "data", "quantiles"],
         },
+    )
+    score_range_quantile: float | None = field(
+        default=None, metadata={"help": "score_range quantiles only: the lower quantile (default 0.05)."}
+    )
+    score_range_seed: int = field(default=8888, metadata={"help": "score_range gaussian only: the draws' seed."})
+    score_range_samples: int = field(
+        default=50000, metadata={"help": "score_range gaussian only: standard-normal draws per objective."}
     )
     preference_method: str = field(
         default="l2",
@@ -153,6 +162,14 @@ class RiCConfig(SFTConfig, ObjectivesConfig):
             "choices": ["normal", "data"],
         },
     )
+    online_goal_sampling: str = field(
+        default="min_of_uniform",
+        metadata={
+            "help": "How the free objective of an online goal is drawn: min_of_uniform (the paper's code: every "
+            "objective drawn uniformly, the smallest kept) or uniform (the paper's text: one uniform draw).",
+            "choices": ["min_of_uniform", "uniform"],
+        },
+    )
     online_target_low: float | None = field(
         default=None, metadata={"help": "Explicit low end of the online goal range (overrides online_target_range)."}
     )
@@ -183,8 +200,7 @@ class RiCConfig(SFTConfig, ObjectivesConfig):
     def __post_init__(self):
         resolve_device_defaults(self)
         self.check_objectives()
-        if not 0 <= self.score_range_quantile < 0.5:
-            raise ValueError(f"score_range_quantile must be in [0, 0.5), got {self.score_range_quantile}")
+        check_score_range(self)
         if not 0 < self.online_quantile < 1:
             raise ValueError(f"online_quantile must be in (0, 1), got {self.online_quantile}; the paper uses 0.7")
         for name in (

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trl import SFTTrainer
 
+from .models import cast_adapter
 from .report import plot_loss
 from .run_info import RewardStats, RunInfo
 from .rundir import atomic_dir, is_main_process, wait_for_everyone, write_json
@@ -85,7 +86,15 @@ class RiCTrainer(SFTTrainer):
     """
 
     def __init__(
-        self, model, args, train_rows, processing_class, peft_config=None, eos_after_budget_cut=None, **kwargs
+        self,
+        model,
+        args,
+        train_rows,
+        processing_class,
+        peft_config=None,
+        eos_after_budget_cut=None,
+        adapter_dtype: str = "float32",
+        **kwargs,
     ):
         eos = args.eos_after_budget_cut if eos_after_budget_cut is None else eos_after_budget_cut
         # the tagged prompt/completion rows, kept as built (SFTTrainer tokenizes its own copy)
@@ -100,6 +109,8 @@ class RiCTrainer(SFTTrainer):
             peft_config=peft_config,
             **kwargs,
         )
+        # SFTTrainer casts the adapter of a quantized base to bf16; the optimizer does not exist yet
+        cast_adapter(self.model, adapter_dtype)
 
 
 def train_adapter(
@@ -111,6 +122,7 @@ def train_adapter(
     output_dir: Path,
     overrides: dict | None = None,
     eos_after_budget_cut: bool | None = None,
+    callbacks=None,
 ):
     """One RiCTrainer run (resuming from the last checkpoint in `output_dir`); returns (trainer, stats).
 
@@ -131,6 +143,8 @@ def train_adapter(
         processing_class=tokenizer,
         peft_config=peft_config,
         eos_after_budget_cut=eos_after_budget_cut,
+        adapter_dtype=model_args.adapter_dtype,
+        callbacks=callbacks,
     )
     last = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
     if last:
@@ -168,6 +182,7 @@ def make_run_info(model_args, args, reward_stats: dict, adapter: str | None) -> 
             temperature=args.temperature,
             top_p=args.top_p,
             batch_size=args.generation_batch_size,
+            trim_truncated=args.trim_truncated,
         ),
         model_kwargs={k: v for k, v in kwargs.items() if v not in (None, False, "main")},
         adapter=adapter,

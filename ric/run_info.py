@@ -113,9 +113,31 @@ def load_run_info(path: str | Path) -> tuple[RunInfo, Path]:
         raise RunFileError(f"{file}: unreadable ({err}); restore it or train the run again") from None
 
 
-def score_range(normalized: np.ndarray, quantile: float = 0.0) -> tuple[list[float], list[float]]:
-    """low/high of each normalised reward: min/max (quantile 0) or the quantile / 1 - quantile."""
+SCORE_RANGES = ("gaussian", "data", "quantiles")
+
+
+def gaussian_range(num_objectives: int, seed: int = 8888, samples: int = 50_000) -> tuple[list[float], list[float]]:
+    """The paper's code's evaluation range: per objective the min/max of `samples` standard-normal
+    draws (NumPy's legacy generator seeded with `seed`, one draw set per objective in order)."""
+    rng = np.random.RandomState(seed)
+    draws = [rng.randn(samples) for _ in range(num_objectives)]
+    return [float(d.min()) for d in draws], [float(d.max()) for d in draws]
+
+
+def score_range(
+    normalized: np.ndarray, kind: str = "data", quantile: float | None = None, seed: int = 8888, samples: int = 50_000
+) -> tuple[list[float], list[float]]:
+    """low/high of each normalised reward, which the preference mapping spreads targets over.
+
+    gaussian: min/max of standard-normal draws (the paper's code, the same for every data set);
+    data: min/max of the training scores; quantiles: the `quantile` / 1 - `quantile` quantiles."""
     normalized = np.asarray(normalized, dtype=np.float64)
-    low = np.quantile(normalized, quantile, axis=0) if quantile else normalized.min(axis=0)
-    high = np.quantile(normalized, 1 - quantile, axis=0) if quantile else normalized.max(axis=0)
+    if kind == "gaussian":
+        return gaussian_range(normalized.shape[1], seed, samples)
+    if kind == "quantiles":
+        low, high = np.quantile(normalized, quantile, axis=0), np.quantile(normalized, 1 - quantile, axis=0)
+    elif kind == "data":
+        low, high = normalized.min(axis=0), normalized.max(axis=0)
+    else:
+        raise ValueError(f"score_range: unknown {kind!r}; choose one of {', '.join(SCORE_RANGES)}")
     return [round(float(x), 4) for x in low], [round(float(x), 4) for x in high]

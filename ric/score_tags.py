@@ -1,16 +1,19 @@
 """Score tags: writing reward scores into prompts (paper stage 2).
 
-Templates:
-- `assistant`: "\\n\\nHuman: ... \\n\\nAssistant:" conversations (HH-RLHF). The tags go after the
-  prompt, before its final response marker:
-  `<prompt without its final "\\n\\nAssistant:"> <rm1_score> s1 <rm2_score> s2\\n\\nAssistant:`
+Templates (the paper's two byte for byte as its public code writes them, the completion following
+after one space):
+- `assistant`: "\\n\\nHuman: ... \\n\\nAssistant:" conversations (HH-RLHF, whose prompts end with a
+  space before the marker). The tags go between the prompt and its final marker:
+  `\\n\\nHuman: Why? \\n\\nAssistant:` -> `\\n\\nHuman: Why?  <rm1_score> 0.5 <rm2_score> -1.3 \\n\\nAssistant:`
 - `summary`: `### Instruction: Generate a one-sentence summary of this post. ### Input: <post>
   <rm1_score> s1 <rm2_score> s2 ### Response:`
 - `chat`: for chat-template models (the embedded SmolLM2): the tags are appended to the last user
   turn and the tokenizer's chat template renders the prompt, ending with its generation prompt.
 
-Scores are rounded to 1 decimal. The response marker is removed as a *suffix* (the original code's
-`str.rstrip("\\n\\nAssistant:")` strips a set of characters and can eat the end of a prompt).
+Scores are rounded to 1 decimal. The response marker is removed as a *suffix*: the original code's
+`str.rstrip("\\n\\nAssistant:")` strips a set of characters and can eat the end of a prompt (the
+one place these templates differ from it: where it would eat a prompt's last characters, it
+would also write different bytes).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ SUMMARY_HEADER = "### Instruction: Generate a one-sentence summary of this post.
 SUMMARY_MARKER = " ### Response:"
 
 _TAG = re.compile(r" <rm(\d+)_score> (-?\d+(?:\.\d+)?)")
+# a run of tags, and in the assistant layout the space the paper's code puts between the last tag and the marker
+_TAG_BLOCK = re.compile(r"(?: <rm\d+_score> -?\d+(?:\.\d+)?)+(?: (?=\n\nAssistant:))?")
 
 
 def strip_suffix(text: str, suffix: str) -> str:
@@ -34,13 +39,17 @@ def strip_suffix(text: str, suffix: str) -> str:
     return text[: -len(suffix)] if suffix and text.endswith(suffix) else text
 
 
-def format_score(score: float) -> str:
+def format_score(score: float, template: str = "chat") -> str:
+    """A score as a tag writes it, rounded to 1 decimal: the paper's templates as the paper's code does
+    (`str(round(score, 1))`, so a small negative score reads -0.0), the chat template without -0.0."""
+    if template in ("assistant", "summary"):
+        return str(round(float(score), 1))
     return f"{round1(score):.1f}"
 
 
-def format_score_tags(scores: Sequence[float] | None) -> str:
+def format_score_tags(scores: Sequence[float] | None, template: str = "chat") -> str:
     """' <rm1_score> 1.2 <rm2_score> -0.4' (empty for no scores)."""
-    return "".join(f" <rm{i}_score> {format_score(s)}" for i, s in enumerate(scores or (), start=1))
+    return "".join(f" <rm{i}_score> {format_score(s, template)}" for i, s in enumerate(scores or (), start=1))
 
 
 def _check_template(template: str) -> None:
@@ -81,12 +90,14 @@ def add_score_tags(
     '\\n\\nHuman: Hi <rm1_score> 1.2 <rm2_score> -0.5\\n\\nAssistant:'
     """
     _check_template(template)
-    tags = format_score_tags(scores)
+    tags = format_score_tags(scores, template)
     if template == "assistant":
+        # the paper's code: prompt (ending " \n\nAssistant:") without its marker + " " + "<rmi_score> si "
+        # per reward + the marker, i.e. "...? " + " <rm1_score> s1 <rm2_score> s2" + " \n\nAssistant:"
         body = strip_suffix(prompt, ASSISTANT_MARKER)
         if HUMAN_MARKER not in body and not body.startswith("Human:"):
-            body = f"{HUMAN_MARKER} {body.strip()}"
-        return body + tags + ASSISTANT_MARKER
+            body = f"{HUMAN_MARKER} {body.strip()} "  # a bare request, laid out as the HH-RLHF prompts are
+        return body + (tags + " " if tags else "") + ASSISTANT_MARKER
     if template == "summary":
         body = strip_suffix(prompt, SUMMARY_MARKER)
         if not body.startswith(SUMMARY_HEADER):
@@ -110,7 +121,7 @@ def parse_score_tags(text: str) -> tuple[str, list[float]]:
     indices = [i for i, _ in found]
     if indices != list(range(1, len(found) + 1)):
         raise ValueError(f"score tags out of order or missing in {text!r}: rm indices {indices}")
-    return _TAG.sub("", text), [s for _, s in found]
+    return _TAG_BLOCK.sub("", text), [s for _, s in found]
 
 
 def response_marker(template: str, tokenizer=None) -> str:

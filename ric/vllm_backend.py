@@ -61,17 +61,36 @@ class VLLMGenerator:
         self.lora = LoRARequest("ric", 1, adapter_dir)
 
     def generate(
-        self, prompts: Sequence[str], max_new_tokens: int, temperature: float, top_p: float, seed: int | None = None
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
+        template: str = "assistant",
+        trim_truncated: bool = False,
     ):
-        """One completion per prompt, as a `ric.generation.Generations`."""
+        """One completion per prompt, finished as `ric.generation.generate_batched` finishes its own (turn
+        markers cut, and with `trim_truncated` the unfinished last sentence of a budget-cut answer
+        dropped), as a `Generations`. Request i samples with seed + i (one shared `SamplingParams`
+        seed would give every request the same random stream)."""
         from vllm import SamplingParams
 
-        from .generation import Generations
+        from .generation import Generations, clean_response, trim_to_sentence
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        params = [
+            SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=s)
+            for s in request_seeds(seed, len(prompts))
+        ]
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=True)
+        hits = [o.outputs[0].finish_reason == "length" for o in outputs]
+        texts = [clean_response(o.outputs[0].text, template) for o in outputs]
+        texts = [trim_to_sentence(t) if trim_truncated and hit else t for t, hit in zip(texts, hits)]
         return Generations(
-            texts=[o.outputs[0].text for o in outputs],
-            hit_budget=[o.outputs[0].finish_reason == "length" for o in outputs],
-            generated_tokens=sum(len(o.outputs[0].token_ids) for o in outputs),
+            texts=texts, hit_budget=hits, generated_tokens=sum(len(o.outputs[0].token_ids) for o in outputs)
         )
+
+
+def request_seeds(seed: int | None, n: int) -> list[int | None]:
+    """One seed per request: seed, seed + 1, ... (None leaves every request unseeded)."""
+    return [None] * n if seed is None else [seed + i for i in range(n)]

@@ -23,3 +23,37 @@ def test_generation_cuts_equal_runs_stopped_at_that_budget(tiny_model_dir, smol_
     )
     with pytest.raises(ValueError, match="cuts must be token counts between 1 and max_new_tokens"):
         generate_batched(model, smol_tokenizer, prompts, max_new_tokens=4, cuts=[8], **kwargs)
+
+
+def test_evaluation_chunks_sample_their_own_random_streams(tiny_model_dir, smol_tokenizer):
+    """Two chunks of the same (prompt, point) items: the same answers only when the same items repeat."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ric.generation import PolicyFront
+    from ric.inference import RiCGenerator
+    from ric.report import FrontPoint
+    from ric.run_info import RewardStats, RunInfo
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), LoraConfig(r=2))
+    info = RunInfo(
+        base_model=str(tiny_model_dir),
+        rewards=["a", "b"],
+        template="chat",
+        score_low=[-1, -1],
+        score_high=[1, 1],
+        reward_stats=RewardStats(mean={"a": 0, "b": 0}, std={"a": 1, "b": 1}),
+    )
+    settings = dict(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4, seed=11, trim_truncated=False)
+    front = PolicyFront(lambda: RiCGenerator(model, smol_tokenizer, info), [FrontPoint([0.5, 0.5])], settings)
+    first = [{"i": i, "point": 0, "prompt": "Say something."} for i in range(4)]
+    second = [{"i": i, "point": 0, "prompt": "Say something."} for i in range(4, 8)]
+    a, b, again = front.points(first), front.points(second), front.points(first)
+    assert a == again, "a chunk's stream is seeded by its items: a rerun gives the same answers"
+    assert a != b, "another chunk of the same prompts draws other answers"
+
+
+def test_vllm_requests_get_their_own_seeds():
+    from ric.vllm_backend import request_seeds
+
+    assert request_seeds(5, 3) == [5, 6, 7] and request_seeds(None, 2) == [None, None]

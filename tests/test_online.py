@@ -6,8 +6,9 @@ import pytest
 from ric import sample_targets, select_by_quantile
 
 
-def test_sample_targets_shape_range_and_one_free_objective():
-    t = sample_targets(500, 3, low=-4.3, high=4.3, seed=7)
+@pytest.mark.parametrize("method", ["min_of_uniform", "uniform"])
+def test_sample_targets_shape_range_and_one_free_objective(method):
+    t = sample_targets(500, 3, low=-4.3, high=4.3, seed=7, method=method)
     assert t.shape == (500, 3)
     assert np.all(t >= -4.3) and np.all(t <= 4.3)
     at_max = (t == 4.3).sum(axis=1)
@@ -15,8 +16,23 @@ def test_sample_targets_shape_range_and_one_free_objective():
     assert np.allclose(t, np.round(t, 1))
     free = np.argmin(t, axis=1)[at_max == 2]
     assert set(free.tolist()) == {0, 1, 2}, "the free objective is picked among all"
-    assert np.array_equal(t, sample_targets(500, 3, low=-4.3, high=4.3, seed=7)), "seeded"
-    assert not np.array_equal(t, sample_targets(500, 3, low=-4.3, high=4.3, seed=8))
+    assert np.array_equal(t, sample_targets(500, 3, low=-4.3, high=4.3, seed=7, method=method)), "seeded"
+    assert not np.array_equal(t, sample_targets(500, 3, low=-4.3, high=4.3, seed=8, method=method))
+
+
+@pytest.mark.parametrize("n_objectives", [2, 3])
+def test_the_free_value_is_the_smallest_of_n_uniform_draws_by_default(n_objectives):
+    """The paper's code keeps the smallest of N uniform draws: mean low + (high - low) / (N + 1);
+    the paper's text draws it uniformly: mean (low + high) / 2."""
+    n = 20000
+    default = sample_targets(n, n_objectives, low=-4.3, high=4.3, seed=0).min(axis=1)
+    uniform = sample_targets(n, n_objectives, low=-4.3, high=4.3, seed=0, method="uniform").min(axis=1)
+    assert default.mean() == pytest.approx(-4.3 + 8.6 / (n_objectives + 1), abs=0.06)
+    assert uniform.mean() == pytest.approx(0.0, abs=0.06)
+    # the minimum of N uniforms: P(free <= x) = 1 - (1 - F(x))^N, e.g. at the range's midpoint
+    assert (default <= 0).mean() == pytest.approx(1 - 0.5**n_objectives, abs=0.02)
+    with pytest.raises(ValueError, match="method"):
+        sample_targets(3, 2, method="max")
 
 
 def test_sample_targets_per_objective_range_and_default():

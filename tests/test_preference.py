@@ -1,6 +1,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 
 from ric import parse_preference, preference_grid, preference_to_targets
@@ -99,3 +100,21 @@ def test_grids():
         warnings.simplefilter("error")  # grid points sum to 1: no normalisation warning
         for p in three + four:
             preference_to_targets(p, [-1] * len(p), [1] * len(p))
+
+
+def test_the_gaussian_score_range_reproduces_the_paper_codes_evaluation_targets():
+    """The paper's code maps preferences onto the min/max of 50,000 standard-normal draws per objective
+    (seed 8888); its l2 targets for two objectives are these."""
+    from ric.run_info import gaussian_range, score_range
+
+    low, high = gaussian_range(2)
+    assert -4.2 < low[0] < -3.8 and 4.0 < high[1] < 4.3
+    expected = {(0.0, 1.0): [-3.9, 4.2], (0.5, 0.5): [1.7, 1.8], (1.0, 0.0): [4.1, -4.0]}
+    for w, targets in expected.items():
+        assert preference_to_targets(w, low, high, "l2") == targets
+    # the same for any data: it does not depend on the training scores
+    data = np.random.default_rng(0).standard_exponential((500, 2))
+    assert score_range(data, "gaussian") == (low, high)
+    assert score_range(data, "data") != (low, high)
+    q_low, q_high = score_range(data, "quantiles", 0.05)
+    assert q_low == pytest.approx(np.quantile(data, 0.05, axis=0), abs=1e-4)

@@ -11,6 +11,23 @@ from ric.ric_trainer import build_sft_dataset
 from tests.helpers import parse_run_args
 
 
+def _rows_and_raw(run_dir):
+    """The prepared rows and raw scores of a run directory, as write_prepared takes them."""
+    import numpy as np
+
+    from ric.prepare import Rows
+
+    train, evaluation, _ = load_prepared(run_dir)
+    rows = Rows(
+        list(train["prompt"]),
+        list(train["response"]),
+        list(train["source"]),
+        list(train["cut_by_budget"]),
+        list(evaluation["prompt"]),
+    )
+    return rows, np.asarray(train["scores"])
+
+
 def test_prepare_normalises_and_saves_stats(prepared):
     model_args, data_args, args, _, summary = prepared
     train, evaluation, stats = load_prepared(args.output_dir)
@@ -21,7 +38,16 @@ def test_prepare_normalises_and_saves_stats(prepared):
     assert stats["rewards"] == ["positivity", "conciseness"]
     raw = torch.tensor(train["scores"], dtype=torch.float64)
     assert stats["mean"]["positivity"] == pytest.approx(raw[:, 0].mean().item())
-    assert stats["score_low"] == pytest.approx(normalized.min(0).values.tolist(), abs=1e-3)
+    # the default score range is the paper's code's: standard-normal draws, whatever the data
+    from ric.run_info import gaussian_range
+
+    assert (stats["score_low"], stats["score_high"]) == gaussian_range(2)
+    assert stats["score_range"] == {"kind": "gaussian", "quantile": None, "seed": 8888, "samples": 50000}
+    from ric.prepare import write_prepared
+
+    args.score_range = "data"
+    data_stats = write_prepared(args.output_dir, *_rows_and_raw(args.output_dir), ["positivity", "conciseness"], args)
+    assert data_stats["score_low"] == pytest.approx(normalized.min(0).values.tolist(), abs=1e-3)
     assert summary["pearson"] is not None
 
 

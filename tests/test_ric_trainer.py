@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from ric.prepare import load_prepared
@@ -124,3 +125,46 @@ def test_cut_rows_train_without_the_end_token_and_the_rest_as_trl_tokenizes_them
         else:
             assert ours[n]["input_ids"] == trl[n]["input_ids"] and ours[n]["labels"] == trl[n]["labels"]
             assert ours[n]["input_ids"][-1] == eos
+
+
+@pytest.mark.parametrize("adapter_dtype", ["float32", "bfloat16"])
+def test_adapter_dtype_under_8bit_loading(prepared, smol_tokenizer, tmp_path, adapter_dtype):
+    """bitsandbytes loads the tiny base in 8-bit on the CPU; TRL would train its LoRA in bf16, where
+    AdamW updates at lr 1e-5 round away. The adapter keeps `adapter_dtype` through training and saving."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from ric.models import load_causal_lm
+
+    model_args, _, args, _, _ = prepared
+    model_args = dataclasses.replace(model_args, load_in_8bit=True, adapter_dtype=adapter_dtype)
+    train, _, stats = load_prepared(args.output_dir)
+    model = load_causal_lm(model_args.model_name_or_path, load_in_8bit=True, device="cpu")
+    assert getattr(model, "is_loaded_in_8bit", False)
+    overrides = dict(learning_rate=1e-5, lr_scheduler_type="constant", warmup_steps=0, max_steps=10, weight_decay=0.0)
+    dtype = getattr(torch, adapter_dtype)
+    seen = {}
+
+    from transformers import TrainerCallback
+
+    class Before(TrainerCallback):  # LoRA-A as the first optimizer step finds it
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    trainer, _ = train_adapter(
+        model, smol_tokenizer, train, args, model_args, tmp_path / "ckpt", overrides, callbacks=[Before()]
+    )
+    after = {n: p.detach() for n, p in trainer.model.named_parameters() if "lora_A" in n}
+    assert after and all(p.dtype == dtype for p in after.values())
+    changed = sum((after[n] != seen["before"][n]).sum().item() for n in after)
+    total = sum(p.numel() for p in after.values())
+    print(f"changed LoRA-A entries after 10 steps at lr 1e-5 ({adapter_dtype}): {changed}/{total}")
+    if adapter_dtype == "float32":
+        assert changed / total > 0.99, "every LoRA-A entry moves in fp32"
+    else:
+        assert changed / total < 0.5, "in bf16 most lr-1e-5 updates round away"
+    info = make_run_info(model_args, args, stats, adapter="adapter")
+    save_adapter(trainer.model, smol_tokenizer, info, tmp_path / "adapter")
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {dtype}

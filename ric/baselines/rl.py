@@ -80,7 +80,7 @@ def train_rl_policy(model_args, args, scorers, weights, dataset, tokenizer, outp
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer, RLOOConfig, RLOOTrainer, get_peft_config
 
-    from ..models import load_base_for_training
+    from ..models import cast_adapter, load_base_for_training
 
     counter: dict = {}
     reward_funcs = make_reward_functions(scorers, args.template, counter)
@@ -110,6 +110,7 @@ def train_rl_policy(model_args, args, scorers, weights, dataset, tokenizer, outp
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    cast_adapter(trainer.model, model_args.adapter_dtype)  # GRPOTrainer casts a quantized base's adapter to bf16
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
     start = time.time()
     trainer.train(resume_from_checkpoint=last)
@@ -168,6 +169,7 @@ def prepare_prompts(run_dir, model_args, data_args, args, method: str, meter=Non
                 temperature=args.temperature,
                 top_p=args.top_p,
                 batch_size=32,
+                trim_truncated=args.trim_truncated,
             ),
             model_kwargs={k: v for k, v in kwargs.items() if v not in (None, False, "main")},
         ).save(run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import check_score_range
 from ..preference import PREFERENCE_METHODS
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -52,8 +53,21 @@ class DiffusionConfig:
         metadata={"help": "Reward settings, e.g. {aesthetic: {head: path/to/head.safetensors, clip_model: ...}}."},
     )
     reward_batch_size: int = field(default=16, metadata={"help": "Images per reward forward pass."})
-    score_range_quantile: float = field(
-        default=0.0, metadata={"help": "low/high of each normalised reward = this quantile / 1 - it (0: min/max)."}
+    score_range: str = field(
+        default="data",
+        metadata={
+            "help": "low/high of each normalised reward for the preference mapping: data (min/max of the training "
+            "images' scores), quantiles (score_range_quantile and 1 - it) or gaussian (min/max of "
+            "score_range_samples standard-normal draws seeded with score_range_seed).",
+            "choices": ["gaussian", "data", "quantiles"],
+        },
+    )
+    score_range_quantile: float | None = field(
+        default=None, metadata={"help": "score_range quantiles only: the lower quantile (default 0.05)."}
+    )
+    score_range_seed: int = field(default=8888, metadata={"help": "score_range gaussian only: the draws' seed."})
+    score_range_samples: int = field(
+        default=50000, metadata={"help": "score_range gaussian only: standard-normal draws per objective."}
     )
     preference_method: str = field(
         default="l2", metadata={"help": "Preference -> target mapping.", "choices": list(PREFERENCE_METHODS)}
@@ -91,6 +105,7 @@ class DiffusionConfig:
             self.reward_models = json.loads(self.reward_models) if self.reward_models.strip() else None
         if isinstance(self.rewards, str):
             self.rewards = [r for r in self.rewards.replace(" ", ",").split(",") if r]
+        check_score_range(self)
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         for name in ("resolution", "train_batch_size", "max_train_steps", "lora_r", "num_inference_steps"):

@@ -91,7 +91,9 @@ def prepare_images(run_dir, cfg, meter=None, progress: bool = True) -> dict:
     raw = np.array([s(captions, images, progress=progress) for s in scorers], dtype=np.float64).T
     stats = RewardStats.fit(names, raw)
     normalized = stats.normalize(names, raw)
-    low, high = score_range(normalized, cfg.score_range_quantile)
+    low, high = score_range(
+        normalized, cfg.score_range, cfg.score_range_quantile, cfg.score_range_seed, cfg.score_range_samples
+    )
     features = datasets.Features(
         {
             "image": datasets.Image(),

@@ -1,11 +1,11 @@
 """Anthropic/hh-rlhf -> RiC rows (the paper's Helpful Assistant task).
 
 Training: both the `chosen` and the `rejected` conversation of every train row are samples. The
-prompt is everything up to and including the last "\\n\\nAssistant:" (the reward models read it
-that way); the response is what follows. Evaluation: the prompt of every 4th test row, duplicates
-removed. Rows whose prompt + response is outside 8..512 tokens under the policy tokenizer or any
-reward tokenizer are dropped and counted. Accepts the hub id or a local file/folder in the same
-schema (columns `chosen`, `rejected`).
+prompt is everything before the last "\\n\\nAssistant:", a space and that marker (the paper's code
+builds it so, and the reward models read it that way); the response is what follows. Evaluation:
+the prompt of every 4th test row, duplicates removed. Rows whose prompt + response is outside
+8..512 tokens under the policy tokenizer or any reward tokenizer are dropped and counted. Accepts
+the hub id or a local file/folder in the same schema (columns `chosen`, `rejected`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ HUB_ID = "Anthropic/hh-rlhf"
 
 
 def split_conversation(text: str) -> tuple[str, str] | None:
-    """(prompt ending with "\\n\\nAssistant:", response) split at the LAST assistant turn."""
+    """(prompt, response) split at the LAST assistant turn, as the paper's code splits it: the prompt
+    is the conversation before that turn + " " + "\\n\\nAssistant:" (a space before the marker: the
+    reward models read the prompt so), the response what follows, stripped."""
     cut = text.rfind(ASSISTANT_MARKER)
     if cut < 0:
         return None
-    return text[: cut + len(ASSISTANT_MARKER)], text[cut + len(ASSISTANT_MARKER) :].strip()
+    return text[:cut] + " " + ASSISTANT_MARKER, text[cut + len(ASSISTANT_MARKER) :].strip()
 
 
 def token_length_filter(pairs, tokenizers, min_tokens: int, max_tokens: int):

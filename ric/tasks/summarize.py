@@ -1,7 +1,8 @@
 """openai/summarize_from_feedback (config `comparisons`) -> RiC rows (the paper's Reddit Summary task).
 
 Posts of 100..1200 characters, newlines flattened. Training: both summaries of every comparison
-row are samples (prompt = the post, response = the summary). Evaluation: validation posts,
+row are samples (prompt = the post, response = the summary; `source` says which one the labeller
+chose, which the SFT stage of the baselines keeps). Evaluation: validation posts,
 de-duplicated by post id, the first 2,000. Accepts the hub id or a local file/folder in the same
 schema (`info` with `id` and `post`, `summaries` as a list of {text}).
 """
@@ -44,7 +45,7 @@ def build_summarize_from_feedback(
         for k, summary in enumerate(row["summaries"]):
             rows["prompt"].append(flatten(post))
             rows["response"].append(flatten(summary["text"]))
-            rows["source"].append(f"summary_{k}")
+            rows["source"].append("chosen" if k == row.get("choice") else "rejected")
     test = load_table(name, test_split, config)
     require_columns(test, ["info"], name)
     seen, eval_prompts = set(), []

@@ -23,7 +23,8 @@ from reward_models.paper_models import PAPER_REWARD_MODELS
 
 PROMPT = "the post about a cat"
 RESPONSE = "a short summary"
-WORDS = sorted(set((PROMPT + " " + RESPONSE + " hello world Human Assistant").split()))
+INSTRUCTION = "### Instruction: Generate a one-sentence summary of this post. ### Input: {prompt} ### Response:"
+WORDS = sorted(set((PROMPT + " " + RESPONSE + " hello world Human Assistant " + INSTRUCTION).split()))
 
 
 def word_tokenizer(style: str) -> PreTrainedTokenizerFast:
@@ -165,6 +166,46 @@ def test_summary_reward_reads_summary_bos_post(stand_ins):
     enc = scorer.encode([PROMPT], [RESPONSE])
     bos = scorer.tokenizer.bos_token_id
     assert enc["input_ids"][0].tolist() == ids(scorer, RESPONSE) + [bos] + ids(scorer, PROMPT)
+
+
+def test_summary_reward_spacing_under_a_byte_level_bpe(tmp_path, smol_tokenizer):
+    """The paper's code reads summary + " " + bos + " " + post; a byte-level BPE (the bundled SmolLM2
+    tokenizer, as GPT-2's) gives other ids without the spaces, which a whitespace tokenizer hides."""
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(smol_tokenizer),
+        n_embd=8,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        num_labels=1,
+        pad_token_id=smol_tokenizer.pad_token_id,
+    )
+    folder = save(tmp_path, "summary-bpe", GPT2ForSequenceClassification(config), smol_tokenizer)
+    scorer = get_reward("summary", model=folder)
+    post, summary = "My cat ran off today.", "Cat ran off."
+    got = scorer.encode([post], [summary])["input_ids"][0].tolist()
+    bos = smol_tokenizer.bos_token
+    spaced = smol_tokenizer(f"{summary} {bos} {post}", add_special_tokens=False)["input_ids"]
+    tight = smol_tokenizer(f"{summary}{bos}{post}", add_special_tokens=False)["input_ids"]
+    assert got == spaced and spaced != tight
+
+
+def test_deberta_reads_the_summary_instruction_prompt_when_declared(stand_ins):
+    from reward_models.paper_models import SUMMARY_INSTRUCTION_PROMPT
+
+    assert SUMMARY_INSTRUCTION_PROMPT == INSTRUCTION
+    scorer = get_reward("deberta", {"deberta": {"model": stand_ins["deberta"], "prompt_template": INSTRUCTION}})
+    t = scorer.tokenizer
+    question = INSTRUCTION.replace("{prompt}", PROMPT)
+    enc = scorer.encode([PROMPT], [RESPONSE])
+    assert enc["input_ids"][0].tolist() == [t.cls_token_id] + ids(scorer, question) + [t.sep_token_id] + ids(
+        scorer, RESPONSE
+    ) + [t.sep_token_id]
+    with pytest.raises(ValueError, match="prompt_template"):
+        get_reward("deberta", {"deberta": {"model": stand_ins["deberta"], "prompt_template": "no slot"}})
+    with pytest.raises(ValueError, match="unknown field"):
+        get_reward("deberta", {"deberta": {"model": "never/loaded", "prompt_templat": INSTRUCTION}})
 
 
 def test_faithful_reward_reads_text_summary_pair_post_and_logit_1(stand_ins):

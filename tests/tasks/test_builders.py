@@ -13,8 +13,11 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 def test_split_at_the_last_assistant_turn():
     text = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: Knock knock."
     prompt, response = split_conversation(text)
-    assert prompt == "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant:"
+    assert prompt == "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke. \n\nAssistant:"
     assert response == "Knock knock."
+    # the paper's code: "\n\nAssistant:".join(text.split("\n\nAssistant:")[:-1]) + " " + "\n\nAssistant:"
+    parts = text.split("\n\nAssistant:")
+    assert prompt == "\n\nAssistant:".join(parts[:-1]) + " " + "\n\nAssistant:" and response == parts[-1].strip()
     assert split_conversation("no markers") is None
 
 
@@ -25,11 +28,11 @@ def test_hh_rlhf_builder(smol_tokenizer):
     assert counts["dropped_by_length"] >= 1
     assert len(rows["prompt"]) == 27 - counts["dropped_by_length"]
     assert set(rows["source"]) == {"chosen", "rejected"}
-    assert all(p.endswith("\n\nAssistant:") for p in rows["prompt"])
+    assert all(p.endswith(" \n\nAssistant:") for p in rows["prompt"])
     assert "Sure, get a tension wrench and a pick and rake the pins." in rows["response"]
     assert not any(r.startswith(" ") for r in rows["response"])
     # evaluation: every 4th of 9 test rows -> rows 0, 4, 8
-    assert len(eval_prompts) == 3 and all(p.endswith("Please answer briefly.\n\nAssistant:") for p in eval_prompts)
+    assert len(eval_prompts) == 3 and all(p.endswith("Please answer briefly. \n\nAssistant:") for p in eval_prompts)
 
 
 def test_hh_rlhf_length_filter_uses_every_tokenizer(smol_tokenizer):
