@@ -41,7 +41,7 @@ install_requires = deps(
 )
 
 extras = {
-    "tests": deps("pytest", "ruff", "diffusers", "pillow"),
+    "tests": deps("pytest", "ruff", "diffusers", "pillow", "bitsandbytes"),
     "gpu": deps("bitsandbytes"),
     "diffusion": deps("diffusers", "pillow"),
 }

@@ -142,7 +142,7 @@ def cmd_generate(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="ric generate", description="Answer prompts with a chosen trade-off.")
     parser.add_argument("run_dir", help="run directory (its latest adapter) or, for RiC, an adapter folder")
     parser.add_argument("prompts", nargs="+", help="one or more prompts (captions for text-to-image runs)")
-    parser.add_argument("--preference", required=True, help="one weight per reward, e.g. 0.2,0.8")
+    parser.add_argument("--preference", help="one weight per reward, e.g. 0.2,0.8 (not for an SFT run)")
     parser.add_argument(
         "--method", choices=PREFERENCE_METHODS, help="RiC / text-to-image: preference -> target mapping"
     )
@@ -158,7 +158,13 @@ def cmd_generate(argv: list[str]) -> None:
     known = parser.parse_args(argv)
     info, _ = load_run_info(known.run_dir)  # checks the run before any model loads
     method = get_method(info.method, f"{known.run_dir}/ric_run.json")
-    weights = parse_preference(known.preference, info.num_objectives, field="--preference")
+    if method.takes_preference and known.preference is None:
+        raise RecipeError(f"--preference: required for a {method.name} run; give one weight per reward, e.g. 0.2,0.8")
+    if not method.takes_preference and known.preference is not None:
+        raise RecipeError(f"--preference: a {method.name} run answers without a preference; leave it out")
+    weights = (
+        parse_preference(known.preference, info.num_objectives, field="--preference") if known.preference else None
+    )
     if any(not p.strip() for p in known.prompts):
         raise RecipeError("prompts: an empty prompt was given")
     image = method.name == "diffusion"
@@ -194,7 +200,7 @@ def _refuse_flags(known, method: str, image: bool, settings: dict) -> None:
         if getattr(known, flag) is not None:
             kind = "text-to-image" if not image else "text"
             raise RecipeError(f"--{flag}: applies to {kind} runs only; this is a {method} run")
-    if known.method is not None and method in ("morlhf", "soups"):
+    if known.method is not None and method in ("morlhf", "soups", "sft"):
         raise RecipeError(
             f"--method: a {method} run writes no score tags, so there is no preference -> target mapping"
         )

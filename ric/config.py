@@ -162,6 +162,18 @@ class ObjectivesConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """How the policy generates (sampling the data, online augmentation, evaluation, `ric generate`)."""
+
+    max_completion_length: int = field(
+        default=128, metadata={"help": "Max new tokens (paper: 128 assistant, 48 summary)."}
+    )
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (paper: 0.9)."})
+    generation_batch_size: int = field(default=32, metadata={"help": "Prompts per batched generate call."})
+
+
+@dataclass
 class EvaluationConfig:
     """`ric evaluate`: the preference grid, the prompts, and the hypervolume's reference point."""
 

@@ -11,6 +11,7 @@ generator that answers prompts at a preference. Adding a method is one entry plu
 | morlhf    | prepare, policy:<w> per preference, evaluate    | the trained policy nearest to the preference |
 | soups     | prepare, policy:<reward> per reward, evaluate   | the per-reward adapters mixed at the weights |
 | diffusion | prepare, train, evaluate                        | the one UNet LoRA, targets in the caption    |
+| sft       | prepare, train (+ merged model), evaluate       | no preference: the baselines' starting point |
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Method:
     load_generator: Callable[..., object]  # (run_dir or adapter folder, **options) -> generator
     generation_keys: tuple[str, ...]
     evaluate_options: tuple[str, ...] = ()  # extra `ric evaluate` options (RiC: --adapter)
+    takes_preference: bool = True  # whether `ric generate` needs --preference (an SFT model answers without)
 
     def evaluation_stage(self, run: Run, name: str = "evaluate", eval_dir=None, overrides=None, **options) -> Stage:
         """The evaluation as a stage: metered (its generated tokens too) and marked in run_state.json."""
@@ -180,6 +182,47 @@ def _soups_generator(path, device=None):
     return SoupsGenerator.from_run(path, device=device)
 
 
+def _sft_configs():
+    from .baselines.config import SFTDataConfig, SFTRunConfig
+    from .config import EvaluationConfig, MethodConfig, ModelConfig
+
+    return (MethodConfig, ModelConfig, SFTDataConfig, SFTRunConfig, EvaluationConfig)
+
+
+def _sft_stages(run: Run) -> list[Stage]:
+    from .baselines.sft import prepare_sft, train_sft
+
+    model_args, data_args, args, _ = run.configs
+    d = run.run_dir
+    return [
+        Stage(
+            "prepare",
+            "prepare",
+            lambda m: prepare_sft(d, model_args, data_args, args, m),
+            lambda s: f"{s['rows']} SFT rows, {s['eval_prompts']} evaluation prompts in {d}/data",
+        ),
+        Stage(
+            "train",
+            "train",
+            lambda m: train_sft(d, model_args, data_args, args, m),
+            lambda s: _describe_train(s) + f"; merged model in {d}/merged",
+        ),
+        METHODS["sft"].evaluation_stage(run),
+    ]
+
+
+def _sft_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True) -> dict:
+    from .baselines.sft import evaluate
+
+    return evaluate(run, eval_dir, overrides, progress)
+
+
+def _sft_generator(path, device=None):
+    from .baselines.sft import SFTGenerator
+
+    return SFTGenerator.from_run(path, device=device)
+
+
 # --- text-to-image -------------------------------------------------------------------------------
 
 
@@ -248,6 +291,16 @@ METHODS: dict[str, Method] = {
         _soups_evaluate,
         _soups_generator,
         TEXT_GENERATION_KEYS,
+    ),
+    "sft": Method(
+        "sft",
+        "SFT on the chosen responses: the paper's starting point for MORLHF and Rewarded Soups (no preference)",
+        _sft_configs,
+        _sft_stages,
+        _sft_evaluate,
+        _sft_generator,
+        TEXT_GENERATION_KEYS,
+        takes_preference=False,
     ),
     "diffusion": Method(
         "diffusion",

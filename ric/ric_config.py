@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .config import DataConfig, ObjectivesConfig, check_score_range, resolve_device_defaults
+from .config import DataConfig, GenerationConfig, ObjectivesConfig, check_score_range, resolve_device_defaults
 from .preference import PREFERENCE_METHODS
 
 
@@ -95,7 +95,7 @@ class RiCDataConfig(DataConfig):
 
 
 @dataclass
-class RiCConfig(SFTConfig, ObjectivesConfig):
+class RiCConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
     """TRL's `SFTConfig` plus what RiC adds: the rewards, the score-tag template, the score range,
     generation settings, and the online augmentation stage. Paper defaults; see the module docstring."""
 
@@ -131,13 +131,7 @@ class RiCConfig(SFTConfig, ObjectivesConfig):
             "not to stop where the sampler's budget stopped it. Offline stage only."
         },
     )
-    # --- generation (sampling responses, online augmentation, evaluation) ---------------------------
-    max_completion_length: int = field(
-        default=128, metadata={"help": "Max new tokens (paper: 128 assistant, 48 summary)."}
-    )
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (paper: 0.9)."})
-    generation_batch_size: int = field(default=32, metadata={"help": "Prompts per batched generate call."})
+    # --- generation (sampling responses, online augmentation, evaluation): GenerationConfig, and ----
     generation_backend: str = field(
         default="auto",
         metadata={

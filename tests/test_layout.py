@@ -44,6 +44,7 @@ STAGES = [
     "ric.baselines.rl",
     "ric.baselines.morlhf",
     "ric.baselines.soups",
+    "ric.baselines.sft",
     "ric.diffusion",
     "ric.diffusion.config",
     "ric.diffusion.tiny",

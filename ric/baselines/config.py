@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import GRPOConfig
+from trl import GRPOConfig, SFTConfig
 
-from ..config import ObjectivesConfig, resolve_device_defaults
+from ..config import DataConfig, GenerationConfig, ObjectivesConfig, resolve_device_defaults
 
 
 @dataclass
@@ -96,3 +96,42 @@ class SoupsConfig(RLConfig):
     def policy_weights(self, num_objectives: int) -> list[list[float]]:
         """One-hot weights: policy i optimises reward i alone."""
         return [[float(i == j) for j in range(num_objectives)] for i in range(num_objectives)]
+
+
+@dataclass
+class SFTDataConfig(DataConfig):
+    """Where the SFT rows come from: a task builder's chosen responses, or prompt/response columns."""
+
+    response_column: str = field(default="response", metadata={"help": "Column holding the response."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many training rows; None keeps all."}
+    )
+
+
+@dataclass
+class SFTRunConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
+    """Supervised fine-tuning on the preferred responses (the paper's starting point for MORLHF and
+    Rewarded Soups): TRL's `SFTConfig` with the paper's settings, plus the rewards its evaluation scores.
+    The paper's code trains on the whole text (prompt and response): `completion_only_loss: false`."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Run directory."})
+    learning_rate: float = field(default=1.41e-4, metadata={"help": "Learning rate (paper's code: 1.4e-4)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "Weight decay (paper: 0.01)."})
+    per_device_train_batch_size: int = field(default=2, metadata={"help": "Batch per device (paper: 2 x 4 GPUs)."})
+    max_steps: int = field(default=20000, metadata={"help": "Training steps (paper's code: 20,000)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Max tokens of prompt + response."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision (default: on for a bf16 GPU only)."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Gradient checkpointing (default: on for a GPU only)."}
+    )
+
+    def __post_init__(self):
+        resolve_device_defaults(self)
+        self.check_objectives()
+        if self.output_dir is None:
+            raise ValueError("output_dir: the run directory is required (e.g. output_dir: runs/hh_rlhf/sft)")
+        super().__post_init__()

@@ -1,0 +1,96 @@
+"""The baselines' starting point: SFT on the chosen responses, merged into the base, and an RL
+baseline that starts from the merged model (the paper's MORLHF and Soups start from SFT)."""
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from ric.cli import main
+from tests.helpers import ROOT
+
+
+def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_path, capsys):
+    sft = yaml.safe_load((ROOT / "recipes/hh_rlhf/sft.yaml").read_text())
+    sft.update(
+        model_name_or_path=str(tiny_model_dir),
+        load_in_8bit=False,
+        dtype="float32",
+        dataset_name=str(ROOT / "tests/assets/hh_rlhf"),
+        rewards=["positivity", "conciseness"],
+        output_dir=str(tmp_path / "sft"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        lora_r=4,
+        lora_alpha=8,
+        max_completion_length=4,
+        generation_batch_size=4,
+        save_steps=100,
+        max_length=256,
+        logging_steps=1,
+        eval_num_prompts=2,
+    )
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(sft))
+    assert main(["run", str(path)]) == 0
+    run = tmp_path / "sft"
+    import datasets
+
+    rows = datasets.load_from_disk(str(run / "data/train"))
+    chosen = [
+        json.loads(line)["chosen"] for line in (ROOT / "tests/assets/hh_rlhf/train.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) > 5 and all(any(r in c for c in chosen) for r in rows["response"]), "the chosen responses only"
+    pareto = json.loads((run / "eval/pareto.json").read_text())
+    assert pareto["method"] == "sft" and len(pareto["points"]) == 1 and pareto["points"][0]["policy"] == "sft"
+    assert pareto["preference_following"] is None and pareto["base"] is not None
+
+    # the merged model is the base with the adapter folded in
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    batch = {"input_ids": torch.tensor([[5, 17, 99, 3]])}
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(str(run / "merged"))(**batch).logits
+        adapted = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(run / "adapter")
+        )
+        expected = adapted(**batch).logits
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))(**batch).logits
+    assert torch.allclose(merged, expected, atol=1e-4) and not torch.allclose(merged, base, atol=1e-4)
+
+    capsys.readouterr()
+    assert main(["generate", str(run), "How do I plant tomatoes?", "--max_new_tokens", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["policy"] == "sft"
+    assert main(["generate", str(run), "--preference", "0.5,0.5", "hi"]) == 2
+    assert "answers without a preference" in capsys.readouterr().err
+
+    # MORLHF from the SFT model, as the paper's recipes do
+    rl = yaml.safe_load((ROOT / "recipes/hh_rlhf/morlhf_harmless_helpful.yaml").read_text())
+    assert rl["model_name_or_path"] == "runs/hh_rlhf/sft/merged"
+    rl.update(
+        model_name_or_path=str(run / "merged"),
+        load_in_8bit=False,
+        dtype="float32",
+        dataset_name=str(ROOT / "tests/assets/hh_rlhf"),
+        rewards=["positivity", "conciseness"],
+        output_dir=str(tmp_path / "morlhf"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        num_preference_points=2,
+        lora_r=4,
+        lora_alpha=8,
+        eval_num_prompts=2,
+        eval_batch_size=4,
+        eval_grid_divisions=None,
+    )
+    rl.pop("eval_grid_divisions")
+    rl_path = tmp_path / "morlhf.yaml"
+    rl_path.write_text(yaml.safe_dump(rl))
+    assert main(["run", str(rl_path)]) == 0
+    info = json.loads((tmp_path / "morlhf/ric_run.json").read_text())
+    assert info["base_model"] == str(run / "merged") and len(info["policies"]) == 2
+    assert Path(tmp_path / "morlhf/policies/w_0.00_1.00/adapter/adapter_model.safetensors").exists()
