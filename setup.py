@@ -28,6 +28,11 @@ _deps = {
     "bitsandbytes": "bitsandbytes>=0.45",
     "diffusers": "diffusers>=0.30",
     "pillow": "pillow>=10",
+    "fastapi": "fastapi>=0.110",
+    "uvicorn": "uvicorn>=0.29",
+    "httpx": "httpx>=0.27",
+    "openai": "openai>=1.30",
+    "selenium": "selenium>=4.20",
 }
 
 
@@ -41,7 +46,9 @@ install_requires = deps(
 )
 
 extras = {
-    "tests": deps("pytest", "ruff", "diffusers", "pillow", "bitsandbytes"),
+    "tests": deps("pytest", "ruff", "diffusers", "pillow", "bitsandbytes", "fastapi", "uvicorn", "httpx", "openai",
+                  "selenium"),
+    "serve": deps("fastapi", "uvicorn", "httpx"),
     "gpu": deps("bitsandbytes"),
     "diffusion": deps("diffusers", "pillow"),
 }
@@ -54,7 +61,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ric", "ric.*", "reward_models", "reward_models.*"]),
-    package_data={"ric": ["py.typed"]},
+    package_data={"ric": ["py.typed", "server/static/*.html"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

@@ -4,6 +4,7 @@
     ric prepare|train RECIPE.yaml [--key value ...]
     ric evaluate RUN_DIR [--key value ...]      the Pareto front of a trained run (any method)
     ric generate RUN_DIR --preference 0.2,0.8 "PROMPT" [...]
+    ric serve RUN_DIR [--port 8000 ...]         an OpenAI-compatible server (+ web page), a preference per request
     ric compare RUN_DIR... [--out DIR]          every method's front on one plot + hypervolume/compute table
     ric status RUN_DIR                          which stages a run directory finished, and their compute
     ric rewards                                 the registered reward names
@@ -277,6 +278,66 @@ def cmd_compare(argv: list[str]) -> None:
     print(f"wrote {known.out}/compare.json, compare.md, compare.png")
 
 
+def cmd_serve(argv: list[str]) -> None:
+    import logging
+
+    from .server import serve
+    from .server.protocol import Limits
+
+    parser = argparse.ArgumentParser(
+        prog="ric serve", description="OpenAI-compatible server: each request carries its own preference."
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", help="require Authorization: Bearer KEY (default: $RIC_API_KEY, else none)")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="rows per batched generation")
+    parser.add_argument("--batch-window-ms", type=float, default=20, help="how long a batch waits for company")
+    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting or running; beyond: 429")
+    parser.add_argument("--max-tokens", type=int, default=512, help="the cap on a request's max_tokens")
+    parser.add_argument("--max-prompt-tokens", type=int, default=2048)
+    parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    parser.add_argument(
+        "--upstream",
+        help="an OpenAI-compatible server (e.g. vllm serve) that serves the run's "
+        "base model with its adapter: base URL ending in /v1",
+    )
+    parser.add_argument("--upstream-model", help="the upstream's model name for the adapter (RiC; default: run name)")
+    parser.add_argument("--upstream-api-key", help="API key of the upstream server")
+    parser.add_argument("--raw", action="store_true", help="serve prompts as they are (no template, no tags)")
+    parser.add_argument("--device", help="torch device for the in-process engine (default: cuda if present)")
+    parser.add_argument("--no-page", action="store_true", help="no web page at /")
+    known = parser.parse_args(argv)
+    for name in ("max_batch_size", "max_queue", "max_tokens", "max_prompt_tokens", "max_body_bytes", "port"):
+        if getattr(known, name) < 1:
+            raise RecipeError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(known, name)}")
+    if known.upstream_model and not known.upstream:
+        raise RecipeError("--upstream-model: applies with --upstream only")
+    if known.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("ric.serve").warning(
+            "binding to %s: the server is reachable from other machines", known.host
+        )
+    limits = Limits(
+        max_tokens=known.max_tokens, max_prompt_tokens=known.max_prompt_tokens, max_body_bytes=known.max_body_bytes
+    )
+    serve(
+        known.run_dir,
+        host=known.host,
+        port=known.port,
+        api_key=known.api_key,
+        limits=limits,
+        page=not known.no_page,
+        upstream=known.upstream,
+        upstream_model=known.upstream_model,
+        upstream_api_key=known.upstream_api_key,
+        raw=known.raw,
+        max_batch_size=known.max_batch_size,
+        batch_window=known.batch_window_ms / 1000,
+        max_queue=known.max_queue,
+        device=known.device,
+    )
+
+
 def print_recipe_help(command: str) -> None:
     from trl import TrlParser
 
@@ -296,6 +357,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "generate": cmd_generate,
     "compare": cmd_compare,
+    "serve": cmd_serve,
     "status": cmd_status,
     "rewards": cmd_rewards,
 }

@@ -46,10 +46,14 @@ class Method:
     config_classes: Callable[[], tuple]  # lazily: importing TRL takes seconds
     stages: Callable[[Run], list[Stage]]
     evaluate: Callable[..., dict]  # (run, eval_dir=None, overrides=None, progress=True, **options) -> pareto.json
-    load_generator: Callable[..., object]  # (run_dir or adapter folder, **options) -> generator
+    generator_class: Callable[[], type]  # lazily: the class whose from_run(run_dir, **options) answers prompts
     generation_keys: tuple[str, ...]
     evaluate_options: tuple[str, ...] = ()  # extra `ric evaluate` options (RiC: --adapter)
     takes_preference: bool = True  # whether `ric generate` needs --preference (an SFT model answers without)
+
+    def load_generator(self, path, **options):
+        """The generator of a run directory (or, for RiC, an adapter folder), its model loaded."""
+        return self.generator_class().from_run(path, **options)
 
     def evaluation_stage(self, run: Run, name: str = "evaluate", eval_dir=None, overrides=None, **options) -> Stage:
         """The evaluation as a stage: metered (its generated tokens too) and marked in run_state.json."""
@@ -110,10 +114,10 @@ def _ric_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True
     )
 
 
-def _ric_generator(path, adapter=None, device=None):
+def _ric_generator():
     from .inference import RiCGenerator
 
-    return RiCGenerator.from_run(path, adapter=adapter, device=device)
+    return RiCGenerator
 
 
 # --- the RL baselines ----------------------------------------------------------------------------
@@ -170,16 +174,16 @@ def _soups_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = Tr
     return evaluate(run, eval_dir, overrides, progress)
 
 
-def _morlhf_generator(path, device=None):
+def _morlhf_generator():
     from .baselines.morlhf import MORLHFGenerator
 
-    return MORLHFGenerator.from_run(path, device=device)
+    return MORLHFGenerator
 
 
-def _soups_generator(path, device=None):
+def _soups_generator():
     from .baselines.soups import SoupsGenerator
 
-    return SoupsGenerator.from_run(path, device=device)
+    return SoupsGenerator
 
 
 def _sft_configs():
@@ -217,10 +221,10 @@ def _sft_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True
     return evaluate(run, eval_dir, overrides, progress)
 
 
-def _sft_generator(path, device=None):
+def _sft_generator():
     from .baselines.sft import SFTGenerator
 
-    return SFTGenerator.from_run(path, device=device)
+    return SFTGenerator
 
 
 # --- text-to-image -------------------------------------------------------------------------------
@@ -257,10 +261,10 @@ def _diffusion_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool 
     return evaluate(run, eval_dir, overrides, progress)
 
 
-def _diffusion_generator(path, device=None):
+def _diffusion_generator():
     from .diffusion.generate import ImageGenerator
 
-    return ImageGenerator.from_run(path, device=device)
+    return ImageGenerator
 
 
 METHODS: dict[str, Method] = {

@@ -19,13 +19,17 @@ from __future__ import annotations
 import torch
 
 
-def nucleus(logits: torch.Tensor, top_p: float, k: int = 64):
+def nucleus(logits: torch.Tensor, top_p: float | torch.Tensor, k: int = 64):
     """(candidate token ids, their probabilities with the tokens outside the nucleus zeroed), per row.
 
-    `logits` are already divided by the temperature. The candidates are each row's top `k` tokens;
+    `logits` are already divided by the temperature; `top_p` is one value or one per row. The
+    candidates are each row's top `k` tokens;
     the third value is None, or, for the rows whose top `k` do not hold the nucleus, (those rows,
     their whole vocabulary sorted, its kept probabilities)."""
     logits = logits.float()
+    top_p = torch.as_tensor(top_p, dtype=torch.float32, device=logits.device)
+    if top_p.dim() == 0:
+        top_p = top_p.expand(logits.shape[0])
     k = min(k, logits.shape[-1])
     log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
     top, ids = logits.topk(k, dim=-1)
@@ -37,13 +41,13 @@ def nucleus(logits: torch.Tensor, top_p: float, k: int = 64):
         rows = uncovered.nonzero().squeeze(-1)
         full_top, full_ids = logits[rows].sort(dim=-1, descending=True)
         full_probs = (full_top - log_norm[rows]).exp()
-        fallback = (rows, full_ids, _kept(full_probs, full_probs.cumsum(dim=-1), top_p))
+        fallback = (rows, full_ids, _kept(full_probs, full_probs.cumsum(dim=-1), top_p[rows]))
     return ids, _kept(probs, cumulative, top_p), fallback
 
 
-def _kept(probs: torch.Tensor, cumulative: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Probabilities (sorted high to low) with every token zeroed whose predecessors hold >= top_p."""
-    keep = (cumulative - probs) < top_p
+def _kept(probs: torch.Tensor, cumulative: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Probabilities (sorted high to low) with every token zeroed whose predecessors hold >= top_p (per row)."""
+    keep = (cumulative - probs) < top_p[:, None]
     keep[:, 0] = True
     return probs * keep
 

@@ -58,6 +58,7 @@ TOP = [
     "ric.server.app",
     "ric.server.batching",
     "ric.server.engines",
+    "ric.server.protocol",
     "ric.cli",
     "ric.__main__",
     "ric",

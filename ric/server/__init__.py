@@ -1,0 +1,93 @@
+"""`ric serve RUN_DIR`: an OpenAI-compatible server and a web page where each request chooses its
+own trade-off (`app.py`), answered in-process with batching (`batching.py`) or by an upstream
+OpenAI-compatible server such as vLLM (`engines.py`). `serve` loads a run and starts the server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger("ric.serve")
+
+
+def load_service(
+    run_dir,
+    upstream: str | None = None,
+    upstream_model: str | None = None,
+    upstream_api_key: str | None = None,
+    raw: bool = False,
+    max_batch_size: int = 16,
+    batch_window: float = 0.02,
+    max_queue: int = 64,
+    device: str | None = None,
+):
+    """The run's generator (its model loaded in-process, or only its tokenizer for an upstream) and engine."""
+    from ..methods import get_method
+    from ..run_info import load_run_info
+    from .app import Service
+    from .engines import InProcessEngine, UpstreamEngine
+
+    run_dir = Path(run_dir)
+    info, _ = load_run_info(run_dir)  # a clear error before anything loads
+    method = get_method(info.method, f"{run_dir}/ric_run.json")
+    if method.name == "diffusion":
+        raise ValueError(f"{run_dir} is a text-to-image run: ric serve answers text; use `ric generate` for images")
+    name = run_dir.resolve().name
+    if upstream:
+        if method.name == "soups":
+            raise ValueError(
+                "--upstream: a Rewarded Soups run mixes its adapters per preference, which an upstream "
+                "LoRA server cannot do; serve it in-process (leave --upstream out)"
+            )
+        generator = _generator_without_model(run_dir, info)
+        model_for = (lambda c: c.policy) if method.name == "morlhf" else (lambda c: upstream_model or name)
+        engine = UpstreamEngine(upstream, model_for, upstream_api_key, max_queue)
+    else:
+        generator = method.load_generator(run_dir, device=device)
+        engine = InProcessEngine(generator, max_batch_size, batch_window, max_queue)
+    return Service(name=name, run_dir=run_dir, generator=generator, engine=engine, raw=raw)
+
+
+def _generator_without_model(run_dir: Path, info):
+    """The run's generator with its tokenizer only: conditions and prompt formats, no weights."""
+    from ..methods import METHODS
+    from ..models import load_tokenizer
+
+    folder = run_dir / info.adapter if info.adapter and (run_dir / info.adapter).exists() else None
+    tokenizer = load_tokenizer(str(folder) if folder else info.base_model)
+    return METHODS[info.method].generator_class()(None, tokenizer, info)
+
+
+def serve(
+    run_dir,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    limits=None,
+    page: bool = True,
+    **options,
+) -> None:
+    """Load the run and serve it until Ctrl-C (in-flight requests finish first)."""
+    import uvicorn
+
+    from .app import create_app
+
+    api_key = api_key or os.environ.get("RIC_API_KEY") or None
+    service = load_service(run_dir, **options)
+    app = create_app(service, limits, api_key, page)
+    where = f"http://{host}:{port}"
+    logger.info(
+        "serving %s (%s run, rewards %s) at %s%s",
+        service.name,
+        service.info.method,
+        ", ".join(service.info.rewards),
+        where,
+        " with an API key" if api_key else "",
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
+    try:
+        uvicorn.Server(config).run()  # Ctrl-C: stop accepting, let in-flight requests finish, then return
+    except KeyboardInterrupt:  # uvicorn raises the signal again once it has shut down
+        pass
+    logger.info("stopped %s", where)

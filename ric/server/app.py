@@ -1,0 +1,361 @@
+"""`ric serve RUN_DIR`: an OpenAI-compatible server where each request chooses its own trade-off.
+
+Routes: `GET /v1/models`, `POST /v1/chat/completions` and `POST /v1/completions` (streamed as
+server-sent events, or not), `GET /health`, `GET /stats` (the engine's counters: requests, batches,
+rows per batch, cancelled rows), and the web page at `/` with its two helpers `GET /ric/run` (the
+run: rewards, score range, its evaluated front) and `GET /ric/targets?preference=...` (what a
+preference maps to). With an API key (`--api-key` or `RIC_API_KEY`) every `/v1` and `/ric` route
+needs `Authorization: Bearer <key>`, compared in constant time; `/` and `/health` stay open.
+One log line per request: method, path, status, latency, tokens, preference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+
+from .engines import EngineBusy
+from .protocol import Limits, RequestError, chunk_body, completion_body, new_id, parse_request
+
+logger = logging.getLogger("ric.serve")
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Service:
+    """The served run: its name, generator (for conditions and prompt formats), engine and front."""
+
+    name: str
+    run_dir: Path
+    generator: object  # a PolicyGenerator (its model may live upstream)
+    engine: object  # InProcessEngine or UpstreamEngine
+    raw: bool = False  # prompts are sent as they are: no template, no tags (an upstream for a proxy)
+
+    @property
+    def info(self):
+        return self.generator.info
+
+    def condition(self, preference=None, targets=None):
+        n = self.info.num_objectives
+        if targets is not None:
+            if not getattr(self.generator, "takes_targets", False):
+                raise RequestError(
+                    f"targets: a {self.info.method} run writes no score tags; give a preference", "targets"
+                )
+            try:
+                return self.generator.condition(targets=targets)
+            except ValueError as err:
+                raise RequestError(str(err), "targets") from None
+        try:
+            return self.generator.condition(preference=preference if preference is not None else [1 / n] * n)
+        except ValueError as err:
+            raise RequestError(str(err), "preference") from None
+
+    def describe(self, condition) -> dict:
+        out = {"preference": list(condition.preference) if condition.preference is not None else None}
+        if condition.targets is not None:
+            out["targets"] = dict(zip(self.info.rewards, condition.targets))
+        if condition.policy is not None:
+            out["policy"] = condition.policy
+        return out
+
+    def format(self, kind: str, prompt, condition) -> str:
+        if self.raw:
+            return prompt
+        if kind == "chat" and self.info.template != "chat":
+            prompt = messages_to_prompt(prompt, self.info.template)
+        return self.generator.format(prompt, condition)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def front(self) -> dict | None:
+        path = self.run_dir / "eval" / "pareto.json"
+        if not path.exists():
+            return None
+        pareto = json.loads(path.read_text())
+        keep = ("rewards", "hypervolume", "hypervolume_base", "preference_following", "num_prompts")
+        points = [{k: p.get(k) for k in ("preference", "targets", "policy", "mean")} for p in pareto["points"]]
+        return {
+            **{k: pareto.get(k) for k in keep},
+            "points": points,
+            "base": {"mean": pareto["base"]["mean"]} if pareto.get("base") else None,
+        }
+
+
+def messages_to_prompt(messages: list[dict], template: str) -> str:
+    """Chat messages as the paper's templates read them: an HH-RLHF conversation, or the post to summarise."""
+    if template == "summary":
+        return messages[-1]["content"]
+    turns = {"user": "\n\nHuman: ", "assistant": "\n\nAssistant: "}
+    text = "".join(turns[m["role"]] + m["content"].strip() for m in messages if m["role"] in turns)
+    return text + " \n\nAssistant:"  # the HH-RLHF layout: a space before the final marker
+
+
+def create_app(service: Service, limits: Limits | None = None, api_key: str | None = None, page: bool = True):
+
+    limits = limits or Limits()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.engine.close()  # after uvicorn has let the in-flight requests finish
+
+    app = FastAPI(title=f"ric serve {service.name}", docs_url=None, redoc_url=None, lifespan=lifespan)
+    defaults = {**service.info.generation}
+    defaults.setdefault("max_new_tokens", 128)
+    defaults["max_new_tokens"] = min(defaults["max_new_tokens"], limits.max_tokens)
+
+    def error(err: RequestError, headers=None):
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise RequestError(
+                "missing or wrong API key: send Authorization: Bearer <key>", None, status=401, code="invalid_api_key"
+            )
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, err: RequestError):
+        log_request(request, err.status, 0.0, 0, 0, None)
+        return error(err, {"Retry-After": "1"} if err.status == 429 else None)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": service.name}
+
+    @app.get("/stats")
+    async def stats(request: Request):
+        authorize(request)
+        return service.engine.stats()
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        info = service.info
+        card = {
+            "id": service.name,
+            "object": "model",
+            "created": int(service.run_dir.stat().st_mtime),
+            "owned_by": "ric",
+            "ric": {"method": info.method, "rewards": info.rewards, "template": info.template},
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.get("/ric/run")
+    async def run_card(request: Request):
+        authorize(request)
+        info = service.info
+        return {
+            "model": service.name,
+            "method": info.method,
+            "rewards": info.rewards,
+            "score_low": info.score_low,
+            "score_high": info.score_high,
+            "takes_targets": getattr(service.generator, "takes_targets", False),
+            "front": service.front(),
+            "default_preference": [1 / info.num_objectives] * info.num_objectives,
+        }
+
+    @app.get("/ric/targets")
+    async def targets(request: Request, preference: str):
+        authorize(request)
+        try:
+            weights = [float(x) for x in preference.split(",")]
+        except ValueError:
+            raise RequestError(
+                f"preference: cannot parse {preference!r}; give comma-separated numbers", "preference"
+            ) from None
+        return service.describe(service.condition(preference=weights))
+
+    async def complete(request: Request, kind: str):
+        start = time.monotonic()
+        authorize(request)
+        raw = await request.body()
+        if len(raw) > limits.max_body_bytes:
+            raise RequestError(
+                f"body: {len(raw)} bytes is over this server's limit of {limits.max_body_bytes}",
+                "body",
+                code="body_too_large",
+            )
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RequestError(f"the request body is not valid JSON ({err})", "body") from None
+        parsed = parse_request(body, kind, [service.name], limits, defaults)
+        if service.raw and (kind == "chat" or parsed.preference is not None or parsed.targets is not None):
+            raise RequestError(
+                "this server serves raw prompts: /v1/completions without preference or targets", "prompt"
+            )
+        condition = service.condition(parsed.preference, parsed.targets)
+        text = service.format(kind, parsed.prompt, condition)
+        prompt_tokens = service.count_tokens(text)
+        if prompt_tokens > limits.max_prompt_tokens:
+            raise RequestError(
+                f"{'messages' if kind == 'chat' else 'prompt'}: {prompt_tokens} tokens is over "
+                f"this server's limit of {limits.max_prompt_tokens}",
+                "messages" if kind == "chat" else "prompt",
+            )
+        events = service.engine.run(
+            text, condition, parsed.max_tokens, parsed.temperature, parsed.top_p, parsed.seed, prompt_tokens
+        )
+        try:
+            first = await events.__anext__()  # the queue is checked here: a full one answers 429 now
+        except EngineBusy as err:
+            raise RequestError(
+                f"the server is busy ({err}); retry shortly", None, status=429, code="rate_limit_exceeded"
+            ) from None
+        ric = service.describe(condition)
+        rid = new_id(kind)
+        if parsed.stream:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            stream = sse(kind, rid, parsed.model, first, events, ric, prompt_tokens, include_usage, request, start)
+            return StreamingResponse(
+                stream,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        done = await collect(first, events, request)
+        if done[0] == "error":
+            log_request(request, 500, start, prompt_tokens, 0, ric)
+            return JSONResponse(
+                {"error": {"message": done[1], "type": "server_error", "param": None, "code": None}}, status_code=500
+            )
+        _, reason, answer, tokens = done
+        answer = finish_text(answer, reason, service)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
+        log_request(request, 200, start, prompt_tokens, tokens, ric)
+        return completion_body(kind, rid, parsed.model, answer, reason, usage, ric)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await complete(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await complete(request, "text")
+
+    if page:
+
+        @app.get("/", response_class=HTMLResponse)
+        async def index():
+            return (STATIC / "index.html").read_text(encoding="utf-8")
+
+    return app
+
+
+def finish_text(answer: str, reason: str, service: Service) -> str:
+    """A whole (non-streamed) answer: cut at a runaway turn marker, and with the run's `trim_truncated`
+    the unfinished last sentence of an answer the token limit cut dropped."""
+    from ..generation import clean_response, trim_to_sentence
+
+    text = clean_response(answer, service.info.template) if not service.raw else answer
+    if reason == "length" and service.info.generation.get("trim_truncated") and not service.raw:
+        text = trim_to_sentence(text)
+    return text
+
+
+async def collect(first, events, request) -> tuple:
+    """The last event of a non-streamed answer; a client that goes away frees its row."""
+    event = first
+
+    async def drain():
+        item = first
+        while item[0] not in ("done", "error"):
+            item = await events.__anext__()
+        return item
+
+    task = asyncio.ensure_future(drain())
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=0.25)
+            if not task.done() and await request.is_disconnected():
+                task.cancel()
+                await events.aclose()
+                return ("error", "client disconnected")
+        event = task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+    await events.aclose()
+    return event
+
+
+async def sse(kind, rid, model, first, events, ric, prompt_tokens, include_usage, request, start):
+    """Server-sent events: a first chunk (role, and what the preference was mapped to), the deltas,
+    a last chunk with the finish reason, optionally the usage, then [DONE]."""
+    tokens, status = 0, 200
+
+    def data(body) -> str:
+        return f"data: {json.dumps(body)}\n\n"
+
+    try:
+        yield data(chunk_body(kind, rid, model, "", None, ric=ric, first=True))
+        event = first
+        while True:
+            if event[0] == "delta":
+                yield data(chunk_body(kind, rid, model, event[1], None))
+            elif event[0] == "done":
+                tokens = event[3]
+                yield data(chunk_body(kind, rid, model, None, event[1]))
+                if include_usage:
+                    usage = {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": tokens,
+                        "total_tokens": prompt_tokens + tokens,
+                    }
+                    yield data(
+                        {
+                            "id": rid,
+                            "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                            "created": int(time.time()),
+                            "model": model,
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    )
+                yield "data: [DONE]\n\n"
+                return
+            else:
+                status = 500
+                yield data({"error": {"message": event[1], "type": "server_error", "param": None, "code": None}})
+                return
+            event = await events.__anext__()
+    except (asyncio.CancelledError, GeneratorExit):
+        status = 499  # the client went away mid-stream
+        raise
+    finally:
+        try:
+            await events.aclose()  # a row still generating stops at its next token
+        except (asyncio.CancelledError, RuntimeError):
+            pass
+        log_request(request, status, start, prompt_tokens, tokens, ric)
+
+
+def log_request(request, status: int, start: float, prompt_tokens: int, completion_tokens: int, ric) -> None:
+    latency = (time.monotonic() - start) * 1000 if start else 0.0
+    preference = ric.get("preference") if ric else None
+    logger.info(
+        "%s %s %d %.0fms prompt_tokens=%d completion_tokens=%d preference=%s%s",
+        request.method,
+        request.url.path,
+        status,
+        latency,
+        prompt_tokens,
+        completion_tokens,
+        None if preference is None else [round(w, 3) for w in preference],
+        f" policy={ric['policy']}" if ric and ric.get("policy") else "",
+    )

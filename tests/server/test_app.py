@@ -1,0 +1,347 @@
+"""`ric serve` as a user meets it: the official `openai` client (sync and async, streamed and not),
+batching across preferences, bad requests, API keys, a client that disconnects, Ctrl-C, the web page
+in a real headless browser, the baselines' runs, and an upstream (proxy) engine."""
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ric import preference_to_targets
+from tests.server.support import Server, build_run
+
+MESSAGES = [{"role": "user", "content": "How do I brew green tea?"}]
+
+
+def run_info(run_dir: Path) -> dict:
+    return json.loads((run_dir / "ric_run.json").read_text())
+
+
+def expected_targets(run_dir: Path, preference) -> dict:
+    info = run_info(run_dir)
+    targets = preference_to_targets(preference, info["score_low"], info["score_high"], info["preference_method"])
+    return dict(zip(info["rewards"], targets))
+
+
+def client(server, **kwargs) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=kwargs.pop("api_key", "unused"), max_retries=0, **kwargs)
+
+
+def test_models_and_a_chat_completion_with_a_preference(server, ric_run):
+    api = client(server)
+    assert [m.id for m in api.models.list().data] == ["run"]
+    answer = api.chat.completions.create(
+        model="run", messages=MESSAGES, max_tokens=5, extra_body={"preference": [0.2, 0.8]}
+    )
+    assert answer.choices[0].message.role == "assistant" and answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.ric["targets"] == expected_targets(ric_run, [0.2, 0.8])
+    assert answer.ric["preference"] == [0.2, 0.8]
+    assert 0 < answer.usage.completion_tokens <= 5 and answer.usage.prompt_tokens > 0
+    # without a preference the run's default applies: equal weights
+    default = api.chat.completions.create(model="run", messages=MESSAGES, max_tokens=2)
+    assert default.ric["preference"] == [0.5, 0.5]
+    assert default.ric["targets"] == expected_targets(ric_run, [0.5, 0.5])
+    # explicit targets, by the run's normalised scale
+    chosen = api.chat.completions.create(
+        model="run", messages=MESSAGES, max_tokens=2, extra_body={"targets": [1.0, -0.5]}
+    )
+    assert chosen.ric["targets"] == {"positivity": 1.0, "conciseness": -0.5}
+
+
+def test_streamed_chat_and_text_completions(server, ric_run):
+    api = client(server)
+    chunks = list(
+        api.chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=6, stream=True, extra_body={"preference": [0.7, 0.3]}
+        )
+    )
+    assert chunks[0].ric["targets"] == expected_targets(ric_run, [0.7, 0.3])
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.strip() and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    completion = api.completions.create(
+        model="run", prompt="Name a fruit.", max_tokens=4, extra_body={"preference": [1, 0]}
+    )
+    assert completion.choices[0].text is not None and completion.ric["targets"] == expected_targets(ric_run, [1, 0])
+    pieces = list(api.completions.create(model="run", prompt="Name a fruit.", max_tokens=4, stream=True))
+    assert pieces[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_the_async_client_streamed_and_not(server, ric_run):
+    async def go():
+        api = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        plain = await api.chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=3, extra_body={"preference": [0.4, 0.6]}
+        )
+        stream = await api.chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=3, stream=True, extra_body={"preference": [0.9, 0.1]}
+        )
+        chunks = [c async for c in stream]
+        await api.close()
+        return plain, chunks
+
+    plain, chunks = asyncio.run(go())
+    assert plain.ric["targets"] == expected_targets(ric_run, [0.4, 0.6])
+    assert chunks[0].ric["targets"] == expected_targets(ric_run, [0.9, 0.1])
+
+
+def test_sixteen_clients_with_different_preferences_share_batches(server, ric_run):
+    before = server.stats()
+    preferences = [[round(i / 15, 4), round(1 - i / 15, 4)] for i in range(16)]
+    barrier = threading.Barrier(16)
+
+    def ask(preference):
+        api = client(server)
+        barrier.wait()
+        return api.chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=8, extra_body={"preference": preference}
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, preferences))
+    for preference, answer in zip(preferences, answers):
+        assert answer.ric["targets"] == expected_targets(ric_run, preference)
+        assert answer.choices[0].message.content is not None
+    after = server.stats()
+    batches, rows = after["batches"] - before["batches"], after["rows"] - before["rows"]
+    assert rows == 16 and batches < 16, f"16 requests in {batches} batches: {after['batch_sizes']}"
+    assert after["largest_batch"] >= 2
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"preference": [0.5]}, "preference"),
+        ({"preference": [0.5, -0.5]}, "preference"),
+        ({"preference": [float("nan"), 1.0]}, "preference"),
+        ({"preference": [1.0, float("inf")]}, "preference"),
+        ({"preference": [0, 0]}, "preference"),
+        ({"preference": ["a", "b"]}, "preference"),
+        ({"preference": "0.5,0.5"}, "preference"),
+        ({"targets": [99.0, 0.0]}, "targets"),
+        ({"targets": [0.0]}, "targets"),
+        ({"model": "gpt-4"}, "model"),
+        ({"messages": []}, "messages"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 100000}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"n": 3}, "n"),
+    ],
+)
+def test_bad_requests_name_the_field_and_the_server_keeps_serving(server, body, param):
+    payload = {"model": "run", "messages": MESSAGES, "max_tokens": 2, **body}
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=json.dumps(payload),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and param in error["message"]
+    assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+
+
+def test_malformed_and_oversized_bodies(server):
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=b'{"model": "run", "messages": [',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "body"
+    big = json.dumps({"model": "run", "messages": [{"role": "user", "content": "x" * 1_100_000}]})
+    response = httpx.post(server.url + "/v1/chat/completions", content=big, timeout=30)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "body_too_large"
+    long = {"model": "run", "messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 2}
+    response = httpx.post(server.url + "/v1/chat/completions", json=long, timeout=30)
+    assert response.status_code == 400 and "tokens is over" in response.json()["error"]["message"]
+    assert client(server).chat.completions.create(model="run", messages=MESSAGES, max_tokens=1).choices
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_row(server):
+    before = server.stats()
+    payload = {"model": "run", "messages": MESSAGES, "max_tokens": 64, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=payload, timeout=30) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert "ric" in json.loads(first[6:])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = server.stats()
+        if now["cancelled"] > before["cancelled"] and now["running"] == 0 and now["queued"] == 0:
+            break
+        time.sleep(0.2)
+    assert now["cancelled"] == before["cancelled"] + 1 and now["running"] == 0
+    assert now["generated_tokens"] - before["generated_tokens"] < 64, "the row stopped before its max_tokens"
+    log = server.log.read_text()
+    assert " 499 " in log, "the disconnect is logged"
+
+
+def test_api_key_required_when_set(ric_run):
+    srv = Server(ric_run, env={"RIC_API_KEY": "s3cret"})
+    try:
+        for key in (None, "wrong"):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            response = httpx.post(
+                srv.url + "/v1/chat/completions",
+                json={"model": "run", "messages": MESSAGES},
+                headers=headers,
+                timeout=10,
+            )
+            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            client(srv, api_key="wrong").models.list()
+        answer = client(srv, api_key="s3cret").chat.completions.create(model="run", messages=MESSAGES, max_tokens=2)
+        assert answer.choices[0].message.content is not None
+        assert httpx.get(srv.url + "/health", timeout=5).status_code == 200, "health stays open"
+        assert httpx.get(srv.url + "/stats", timeout=5).status_code == 401
+    finally:
+        srv.stop()
+
+
+def test_full_queue_answers_429_and_ctrl_c_finishes_in_flight_requests(ric_run):
+    srv = Server(ric_run, "--max-queue", "1", "--max-tokens", "256")
+    try:
+        payload = {"model": "run", "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
+        received: dict = {"text": "", "done": False}
+        started = threading.Event()
+
+        def stream():
+            with httpx.stream("POST", srv.url + "/v1/chat/completions", json=payload, timeout=120) as response:
+                for line in response.iter_lines():
+                    if line == "data: [DONE]":
+                        received["done"] = True
+                    elif line.startswith("data: "):
+                        delta = json.loads(line[6:])["choices"][0]["delta"]
+                        received["text"] += delta.get("content") or ""
+                        if received["text"]:
+                            started.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(60), "the first tokens arrive"
+        busy = httpx.post(srv.url + "/v1/chat/completions", json={"model": "run", "messages": MESSAGES}, timeout=10)
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert srv.stop() == 0, "Ctrl-C exits cleanly"
+        reader.join(60)
+        assert received["done"], "the request in flight finished before the server exited"
+    finally:
+        srv.stop()
+
+
+def test_the_web_page_in_a_real_browser(server, ric_run):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "targets" in b.find_element(By.ID, "targets-a").text)
+        before = browser.find_element(By.ID, "targets-a").text
+        slider = browser.find_elements(By.CSS_SELECTOR, "#sliders-a input.weight-slider")[0]
+        browser.execute_script("arguments[0].value = 90; arguments[0].dispatchEvent(new Event('input'));", slider)
+        wait.until(lambda b: "0.90, 0.10" in b.find_element(By.ID, "targets-a").text)
+        after = browser.find_element(By.ID, "targets-a").text
+        expected = expected_targets(ric_run, [0.9, 0.1])
+        assert after != before and all(f"{n}={t:.1f}" in after for n, t in expected.items()), after
+        outputs = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#sliders-a output")]
+        assert outputs == ["0.90", "0.10"], "the weights stay summing to 1"
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda b: b.find_element(By.ID, "answer-a").get_attribute("data-done") == "1")
+        assert browser.find_element(By.ID, "answer-a").text.strip(), "an answer streamed in"
+        assert browser.find_element(By.ID, "marked-point").tag_name == "circle", "the front marks the point"
+        # side by side: two preferences, two answers
+        browser.find_element(By.ID, "side-by-side").click()
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda b: all(b.find_element(By.ID, f"answer-{p}").get_attribute("data-done") == "1" for p in "ab"))
+    finally:
+        browser.quit()
+
+
+@pytest.mark.parametrize("method", ["morlhf", "soups"])
+def test_the_baselines_runs_are_served(tmp_path_factory, tiny_model_dir, method):
+    run = build_run(tmp_path_factory.mktemp(f"serve-{method}"), tiny_model_dir, method)
+    srv = Server(run, "--batch-window-ms", "200")
+    try:
+        api = client(srv)
+        preferences = [[0.9, 0.1], [0.2, 0.8], [0.9, 0.1]]
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(
+                pool.map(
+                    lambda w: api.chat.completions.create(
+                        model="run", messages=MESSAGES, max_tokens=3, extra_body={"preference": w}
+                    ),
+                    preferences,
+                )
+            )
+        policies = [a.ric["policy"] for a in answers]
+        if method == "morlhf":
+            assert policies == ["w_1.00_0.00", "w_0.00_1.00", "w_1.00_0.00"], "the nearest trained point"
+        else:
+            assert policies == ["mix w_0.90_0.10", "mix w_0.20_0.80", "mix w_0.90_0.10"]
+        response = httpx.post(
+            srv.url + "/v1/chat/completions",
+            timeout=10,
+            json={"model": "run", "messages": MESSAGES, "targets": [0.1, 0.2]},
+        )
+        assert response.status_code == 400 and response.json()["error"]["param"] == "targets"
+    finally:
+        srv.stop()
+
+
+def test_an_upstream_openai_server_answers_behind_the_preference_mapping(ric_run):
+    """`ric serve --upstream URL` maps the preference to tags and sends the formatted prompt upstream
+    (vLLM in production; here another `ric serve --raw` of the same run, a real OpenAI-compatible server)."""
+    upstream = Server(ric_run, "--raw")
+    proxy = direct = None
+    try:
+        proxy = Server(ric_run, "--upstream", upstream.url + "/v1", "--upstream-model", "run")
+        direct = Server(ric_run)
+        ask = dict(model="run", messages=MESSAGES, max_tokens=6, temperature=0, extra_body={"preference": [0.3, 0.7]})
+        through = client(proxy).chat.completions.create(**ask)
+        local = client(direct).chat.completions.create(**ask)
+        assert through.ric == local.ric and through.ric["targets"] == expected_targets(ric_run, [0.3, 0.7])
+        assert through.choices[0].message.content == local.choices[0].message.content, "greedy: the same answer"
+        streamed = list(client(proxy).chat.completions.create(**ask, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in streamed)
+        assert text.strip() == local.choices[0].message.content, "the same deltas (a whole answer is also stripped)"
+        assert upstream.stats()["requests"] == 2 and proxy.stats()["requests"] == 2
+        raw = httpx.post(
+            upstream.url + "/v1/chat/completions", json={"model": "run", "messages": MESSAGES}, timeout=10
+        )
+        assert raw.status_code == 400, "a raw server takes formatted prompts only"
+    finally:
+        for srv in (direct, proxy, upstream):
+            if srv is not None:
+                srv.stop()
