@@ -22,7 +22,9 @@ from .hf_scorer import SequenceClassifierScorer
 from .registry import register_reward
 
 # what `deberta` reads as its question in the summary task (the paper's code): the instruction prompt
-SUMMARY_INSTRUCTION_PROMPT = "### Instruction: Generate a one-sentence summary of this post. ### Input: {prompt} ### Response:"
+SUMMARY_INSTRUCTION_PROMPT = (
+    "### Instruction: Generate a one-sentence summary of this post. ### Input: {prompt} ### Response:"
+)
 
 PAPER_REWARD_MODELS = {
     "harmless": {

@@ -47,6 +47,8 @@ STAGES = [
     "ric.baselines.sft",
     "ric.diffusion",
     "ric.diffusion.config",
+    "ric.diffusion.shapes",
+    "ric.diffusion.pretrain",
     "ric.diffusion.tiny",
     "ric.diffusion.prepare",
     "ric.diffusion.train",

@@ -110,4 +110,12 @@ def tiny_pipeline_path() -> Path:
 
 
 def resolve_pipeline(name: str) -> str:
-    return str(tiny_pipeline_path()) if name == TINY_PIPELINE else name
+    """A loadable pipeline folder or hub id: the two built-in pipelines are built (and cached) on first use."""
+    from .pretrain import shapes_pipeline_path
+    from .shapes import SHAPES_PIPELINE
+
+    if name == TINY_PIPELINE:
+        return str(tiny_pipeline_path())
+    if name == SHAPES_PIPELINE:
+        return str(shapes_pipeline_path())
+    return name
