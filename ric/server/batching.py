@@ -1,15 +1,14 @@
 """The in-process engine of `ric serve`: requests that arrive within a short window share forward passes.
 
 A RiC request differs from another only in its prompt text (the preference is in the score tags), so
-one `model.generate` call answers every preference at once. A worker thread takes the first waiting
-request, gathers the others that arrive within `batch_window` seconds (up to `max_batch_size`),
-groups them by model set-up (one group for RiC; one per mix or policy for Soups and MORLHF), and runs
-each group as one batched generation. Inside `generate`, `StreamTap` (a logits processor) draws each
-row's next token with the row's own temperature, top-p and seed, and hands the text to the row's
-stream as it grows; `RowStopper` ends a row at its end token, a turn marker, its `max_tokens`, or
-when its client has gone. Requests that arrive while a batch runs wait for the next one (static
-batching).
-"""
+one batched decode answers every preference at once. A worker thread takes the first waiting request,
+gathers the others that arrive less than `batch_window` seconds apart (up to `max_batch_size`, for at
+most 5 windows), groups them by model set-up (one group for RiC; one per mix or policy for Soups and
+MORLHF), and decodes each group with the KV cache: `StreamTap` draws each row's next token with the
+row's own temperature, top-p and seed and streams the row's text as it grows; a row ends at its end
+token, a turn marker, its `max_tokens`, or when its client has gone, and leaves the batch (its cache
+rows are dropped), so the forward passes shrink as answers finish. Requests that arrive while a batch
+runs wait for the next one."""
 
 from __future__ import annotations
 
@@ -49,7 +48,7 @@ class GenRequest:
 
 class StreamTap:
     """A logits processor that draws every row's next token (its own temperature, top-p and seed) and
-    streams the row's text as it grows; `finished[i]` tells `RowStopper` which rows are done."""
+    streams the row's text as it grows; `finished[i]` tells the decode loop which rows are done."""
 
     def __init__(self, requests: list[GenRequest], tokenizer, eos_ids: set[int], stop_markers=()):
         import torch
@@ -64,32 +63,30 @@ class StreamTap:
         self.finished = [False] * len(requests)
         self.reason = ["length"] * len(requests)
 
-    def draw(self, scores):
+    def draw(self, scores, rows):
+        """The next token of each of `rows` (tap row indices), from their logits `scores` (one row each)."""
         import torch
 
         from ..sampling import nucleus
 
-        logits = scores.float() / self.temperature[:, None]
-        ids, probs, fallback = nucleus(logits, self.top_p)
-        tokens = torch.empty(len(self.requests), dtype=torch.long)
-        for row in range(len(self.requests)):  # each row's own random stream when it has a seed
-            tokens[row] = ids[row, torch.multinomial(probs[row], 1, generator=self.generators[row])]
+        logits = scores.float() / self.temperature[rows, None]
+        ids, probs, fallback = nucleus(logits, self.top_p[rows])
+        tokens = torch.empty(len(rows), dtype=torch.long)
+        for i, row in enumerate(rows.tolist()):  # each row's own random stream when it has a seed
+            tokens[i] = ids[i, torch.multinomial(probs[i], 1, generator=self.generators[row])]
         if fallback is not None:
-            rows, full_ids, full_probs = fallback
-            for j, row in enumerate(rows.tolist()):
-                tokens[row] = full_ids[j, torch.multinomial(full_probs[j], 1, generator=self.generators[row])]
-        return torch.where(self.greedy, scores.argmax(dim=-1), tokens)
+            where, full_ids, full_probs = fallback
+            for j, i in enumerate(where.tolist()):
+                row = int(rows[i])
+                tokens[i] = full_ids[j, torch.multinomial(full_probs[j], 1, generator=self.generators[row])]
+        return torch.where(self.greedy[rows], scores.argmax(dim=-1), tokens)
 
-    def __call__(self, input_ids, scores):
-        import torch
-
-        tokens = self.draw(scores)
-        for row, token in enumerate(tokens.tolist()):
-            if not self.finished[row]:
-                self.advance(row, token)
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, tokens.unsqueeze(1), 0.0)
-        return out
+    def step(self, scores, rows):
+        """Draw and advance `rows`; returns their tokens."""
+        tokens = self.draw(scores, rows)
+        for row, token in zip(rows.tolist(), tokens.tolist()):
+            self.advance(row, token)
+        return tokens
 
     def advance(self, row: int, token: int) -> None:
         request = self.requests[row]
@@ -119,18 +116,6 @@ class StreamTap:
         """Every row's final event, once generation has returned."""
         for row, request in enumerate(self.requests):
             request.emit("done", self.reason[row], self.sent[row], len(self.ids[row]))
-
-
-class RowStopper:
-    """A stopping criterion: a row is done when the tap says so (end token, marker, length, gone)."""
-
-    def __init__(self, tap: StreamTap):
-        self.tap = tap
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.tensor(self.tap.finished, dtype=torch.bool, device=input_ids.device)
 
 
 class BatchingEngine:
@@ -184,9 +169,12 @@ class BatchingEngine:
         first = self.waiting.get()
         if first is None:
             return []
-        batch, deadline = [first], time.monotonic() + self.batch_window
+        # the window slides: it closes `batch_window` after the latest arrival (at most 5 windows in all),
+        # so clients that answer a finished batch one after another still share the next one
+        batch = [first]
+        start = last = time.monotonic()
         while len(batch) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
+            remaining = min(last + self.batch_window, start + 5 * self.batch_window) - time.monotonic()
             if remaining <= 0:
                 break
             try:
@@ -197,6 +185,7 @@ class BatchingEngine:
                 self.waiting.put(None)
                 break
             batch.append(item)
+            last = time.monotonic()
         return batch
 
     def _work(self) -> None:
@@ -241,7 +230,7 @@ class BatchingEngine:
 
     def _generate(self, group: list[GenRequest]) -> StreamTap:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        from transformers import DynamicCache
 
         generator = self.generator
         generator.activate(group[0].condition.key)
@@ -250,13 +239,27 @@ class BatchingEngine:
         device = next(model.parameters()).device
         enc = tokenizer([r.text for r in group], return_tensors="pt", padding=True).to(device)
         tap = StreamTap(group, tokenizer, self.eos_ids, self.stop_markers)
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = torch.arange(len(group))  # the tap row of each batch row still decoding
+        cache = DynamicCache()
         with torch.inference_mode():
-            model.generate(
-                **enc,
-                max_new_tokens=max(r.max_tokens for r in group),
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                logits_processor=LogitsProcessorList([tap]),
-                stopping_criteria=StoppingCriteriaList([RowStopper(tap)]),
-            )
+            out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, past_key_values=cache)
+            for _ in range(max(r.max_tokens for r in group)):
+                tokens = tap.step(out.logits[:, -1, :], rows)
+                keep = torch.tensor([not tap.finished[row] for row in rows.tolist()])
+                if not keep.any():
+                    break
+                if not keep.all():  # finished rows leave the batch and its cache
+                    index = keep.nonzero().squeeze(1)
+                    cache.batch_select_indices(index.to(device))
+                    rows, tokens, mask, positions = rows[index], tokens[index], mask[index], positions[index]
+                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+                positions = positions[:, -1:] + 1
+                out = model(
+                    input_ids=tokens[:, None].to(device),
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                )
         return tap
