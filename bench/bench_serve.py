@@ -1,17 +1,33 @@
 """`ric serve` under load: generated tokens/s and p50 / p99 latency at concurrency 1, 4, 16, 32 with
 mixed preferences, on a trained run (default: the demo's), against the server on a loopback port.
 
-    python bench/bench_serve.py [--run runs/demo-seed0] [--requests 32] [--max-tokens 48] [--llama_cpp]
+    python bench/bench_serve.py [--run runs/demo-seed0] [--levels 1,4,16,32] [--requests 32] [--max-tokens 48]
+        [--llama_cpp] [--upstream URL --upstream-model NAME]
 
 Each level runs closed-loop clients (each sends its next request when its answer is back) until
 `--requests` answers have come back (at least 2 per client) or `--seconds` pass; every request
-carries its own preference (w1 = 0, 0.1, ..., 1 in turn). With `--llama_cpp`, the bundled GGUF
-under llama-cpp-python (if it is installed) answers the same prompts one at a time, as the ratio
-a CPU user would compare against. Writes bench/results/serve.json. Run it alone on the machine.
+carries its own preference (w1 = 0, 0.1, ..., 1 in turn). Each level's tokens/s is also given as a
+ratio to the lowest level run (`ratios_against_concurrency` names it; 1 with the default levels).
+
+With `--llama_cpp`, the bundled GGUF under llama-cpp-python (if it is installed; if not, the reason
+is recorded) answers the same prompts one at a time on every CPU core, as the ratio a CPU user would
+compare against. It serves the base GGUF without the run's adapter: a speed reference for the same
+architecture and size, not the same model (its answers are not conditioned on any preference).
+
+With `--upstream URL --upstream-model NAME`, the same levels run against `ric serve RUN
+--upstream URL --upstream-model NAME`: the preference mapping in front of an OpenAI-compatible
+engine that serves the run's adapter, e.g. on a GPU
+
+    vllm serve BASE_MODEL --port 8001 --enable-lora --max-lora-rank 64 --lora-modules ric=RUN/adapter
+    python bench/bench_serve.py --run RUN --upstream http://127.0.0.1:8001/v1 --upstream-model ric
+
+(see docs/serve.md). Writes bench/results/serve.json (serve_upstream.json with `--upstream`; `--out`
+chooses). Run it alone on the machine.
 """
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -75,14 +91,16 @@ def level(url: str, model: str, concurrency: int, requests: int, seconds: float,
     }
 
 
-def llama_cpp_level(requests: int, max_tokens: int) -> dict | None:
+def llama_cpp_level(requests: int, max_tokens: int) -> dict:
+    """The bundled base GGUF (no adapter) under llama-cpp-python, one request at a time: a speed reference."""
     try:
         from llama_cpp import Llama
-    except ImportError:
-        return None
+    except ImportError as err:
+        return {"error": f"llama-cpp-python not installed: {err}"}
     from ric.models import bundled_gguf_path
 
-    llm = Llama(model_path=str(bundled_gguf_path()), n_ctx=512, n_threads=2, verbose=False)
+    threads = os.cpu_count()
+    llm = Llama(model_path=str(bundled_gguf_path()), n_ctx=512, n_threads=threads, verbose=False)
     tokens, latencies = 0, []
     start = time.monotonic()
     for k in range(requests):
@@ -98,6 +116,8 @@ def llama_cpp_level(requests: int, max_tokens: int) -> dict | None:
     wall = time.monotonic() - start
     return {
         "engine": "llama-cpp-python (bundled Q4_1 GGUF, base model, no adapter)",
+        "note": "a speed reference for the same architecture and size, not the same model",
+        "n_threads": threads,
         "concurrency": 1,
         "requests": requests,
         "generated_tokens": tokens,
@@ -109,39 +129,63 @@ def llama_cpp_level(requests: int, max_tokens: int) -> dict | None:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default=str(ROOT / "runs/demo-seed0"))
-    parser.add_argument("--levels", default="1,4,16,32")
+    parser.add_argument("--levels", default="1,4,16,32", help="comma-separated concurrency levels")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--llama_cpp", action="store_true")
+    parser.add_argument("--upstream", help="an OpenAI-compatible engine serving the run's adapter (URL ending in /v1)")
+    parser.add_argument("--upstream-model", help="the upstream's name for the adapter (ric serve --upstream-model)")
+    parser.add_argument("--out", help="the JSON to write (default: bench/results/serve.json, serve_upstream.json)")
     a = parser.parse_args()
+    if a.upstream_model and not a.upstream:
+        parser.error("--upstream-model: applies with --upstream only")
+    levels = sorted({int(c) for c in a.levels.split(",")})
+    if not levels or levels[0] < 1:
+        parser.error(f"--levels: positive concurrency levels, got {a.levels!r}")
     run = Path(a.run)
-    server = Server(run, "--max-batch-size", "32", "--batch-window-ms", "50", "--max-queue", "64")
+    options = ["--max-batch-size", "32", "--batch-window-ms", "50", "--max-queue", "64"]
+    if a.upstream:
+        options += ["--upstream", a.upstream] + (["--upstream-model", a.upstream_model] if a.upstream_model else [])
+    server = Server(run, *options)
     try:
         model = json.loads(__import__("httpx").get(server.url + "/v1/models").text)["data"][0]["id"]
         level(server.url, model, 1, 2, 60, 8)  # warm-up
-        results = [level(server.url, model, int(c), a.requests, a.seconds, a.max_tokens) for c in a.levels.split(",")]
+        results = [level(server.url, model, c, a.requests, a.seconds, a.max_tokens) for c in levels]
         stats = server.stats()
     finally:
         server.stop()
-    single = next(r for r in results if r["concurrency"] == 1)
+    lowest = results[0]  # the ratios are against the lowest level run (1 with the default levels)
     for r in results:
-        r["tokens_per_second_vs_concurrency_1"] = round(r["tokens_per_second"] / single["tokens_per_second"], 2)
+        r[f"tokens_per_second_vs_concurrency_{lowest['concurrency']}"] = round(
+            r["tokens_per_second"] / lowest["tokens_per_second"], 2
+        )
+    if a.upstream:
+        what = f"ric serve in front of the upstream engine {a.upstream} (model {a.upstream_model or 'the run name'})"
+    else:
+        what = "ric serve, in-process transformers engine"
     out = {
-        "what": "ric serve, in-process transformers engine, closed-loop clients with mixed preferences",
+        "what": what + ", closed-loop clients with mixed preferences",
         "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
-        "machine": {"processor": platform.machine(), "cpus": __import__("os").cpu_count()},
+        "machine": {"processor": platform.machine(), "cpus": os.cpu_count()},
+        "upstream": {"url": a.upstream, "model": a.upstream_model} if a.upstream else None,
         "max_tokens": a.max_tokens,
+        "ratios_against_concurrency": lowest["concurrency"],
         "levels": results,
         "server_stats": stats,
         "llama_cpp": llama_cpp_level(max(4, a.requests // 4), a.max_tokens) if a.llama_cpp else None,
     }
-    if out["llama_cpp"]:
-        out["llama_cpp"]["ric_concurrency_1_over_llama_cpp"] = round(
-            single["tokens_per_second"] / out["llama_cpp"]["tokens_per_second"], 2
-        )
-    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/serve.json").write_text(json.dumps(out, indent=2) + "\n")
+    if out["llama_cpp"] and "error" not in out["llama_cpp"]:
+        if lowest["concurrency"] == 1:  # llama.cpp answers one request at a time: compared with ric at 1 only
+            out["llama_cpp"]["ric_concurrency_1_over_llama_cpp"] = round(
+                lowest["tokens_per_second"] / out["llama_cpp"]["tokens_per_second"], 2
+            )
+        else:
+            out["llama_cpp"]["ric_concurrency_1_over_llama_cpp"] = None
+            out["llama_cpp"]["ratio_note"] = "no ratio: --levels left out concurrency 1"
+    path = Path(a.out) if a.out else ROOT / "bench/results" / ("serve_upstream.json" if a.upstream else "serve.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
 

@@ -4,7 +4,8 @@ At generation time the per-reward LoRA adapters are mixed in memory, theta = sum
 through PEFT's `add_weighted_adapter(..., combination_type="cat")`, which stacks the LoRA factors
 (the rank adds up) and so reproduces sum_i w_i delta_W_i exactly; "linear" would not (cross terms).
 No merged model is written to disk. A generator keeps the mixes of the last few distinct
-preferences it answered.
+preferences it answered (`max_mixes`), and their weights beside them: a condition's key spells its
+weights exactly, so a mix evicted from the cache is rebuilt from the key alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class SoupsGenerator(BaselineGenerator):
     def __init__(self, model, tokenizer, info):
         super().__init__(model, tokenizer, info)
         self.mixes: OrderedDict[str, str] = OrderedDict()  # condition key -> adapter name, least recent first
-        self.weights: dict[str, tuple[float, ...]] = {}
+        self.weights: dict[str, tuple[float, ...]] = {}  # the weights of each cached mix (the same keys)
+        self.made = 0  # mixes built so far (their adapter names)
 
     def condition(self, preference=None, targets=None, method: str | None = None) -> Condition:
         if targets is not None or preference is None:
@@ -41,19 +43,28 @@ class SoupsGenerator(BaselineGenerator):
         if method is not None:
             raise ValueError("method: a Rewarded Soups run maps no preference to targets; leave the mapping out")
         weights = tuple(parse_preference(preference, self.info.num_objectives))
-        key = "mix:" + ",".join(repr(w) for w in weights)
-        self.weights[key] = weights
+        key = "mix:" + ",".join(repr(w) for w in weights)  # repr: the float's exact value, read back below
         return Condition(key=key, preference=weights, policy=f"mix {weights_label(weights)}")
+
+    @staticmethod
+    def key_weights(key: str) -> tuple[float, ...]:
+        """The weights a condition key spells (`mix:w1,w2,...`)."""
+        if not key.startswith("mix:"):
+            raise ValueError(f"{key!r} is not a Rewarded Soups condition key (mix:w1,w2,...)")
+        return tuple(float(w) for w in key[4:].split(","))
 
     def activate(self, key: str) -> None:
         if key not in self.mixes:
-            name = f"mix_{len(self.weights)}_{len(self.mixes)}"
+            weights = self.key_weights(key)
+            self.made += 1
+            name = f"mix_{self.made}"
             while name in self.model.peft_config:
                 name += "_"
-            mix_adapters(self.model, [adapter_name(p["label"]) for p in self.info.policies], self.weights[key], name)
-            self.mixes[key] = name
+            mix_adapters(self.model, [adapter_name(p["label"]) for p in self.info.policies], weights, name)
+            self.mixes[key], self.weights[key] = name, weights
             while len(self.mixes) > self.max_mixes:
-                _, old = self.mixes.popitem(last=False)
+                old_key, old = self.mixes.popitem(last=False)
+                del self.weights[old_key]
                 self.model.delete_adapter(old)
         self.mixes.move_to_end(key)
         self.model.set_adapter(self.mixes[key])

@@ -6,7 +6,9 @@ rows per batch, cancelled rows), and the web page at `/` with its two helpers `G
 run: rewards, score range, its evaluated front) and `GET /ric/targets?preference=...` (what a
 preference maps to). With an API key (`--api-key` or `RIC_API_KEY`) every `/v1` and `/ric` route
 needs `Authorization: Bearer <key>`, compared in constant time; `/` and `/health` stay open.
-One log line per request: method, path, status, latency, tokens, preference.
+A body over `max_body_bytes` is refused from its Content-Length before it is read, or, sent without
+one (chunked), as soon as the bytes read pass the limit. One log line per completion request and per
+refused request: method, path, status, latency (from the request's arrival), tokens, preference.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from .engines import EngineBusy
@@ -101,6 +104,46 @@ def messages_to_prompt(messages: list[dict], template: str) -> str:
     return text + " \n\nAssistant:"  # the HH-RLHF layout: a space before the final marker
 
 
+class ArrivalTime:
+    """ASGI middleware: the time each request arrived (`scope["ric.start"]`), for its log line's latency."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope["ric.start"] = time.monotonic()
+        await self.app(scope, receive, send)
+
+
+def arrival(request: Request) -> float:
+    return request.scope.get("ric.start") or time.monotonic()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (400, `body_too_large`) as soon as it is known to be over `limit` bytes:
+    from the Content-Length header before anything is read, else while the chunks come in."""
+
+    def too_large(what: str) -> RequestError:
+        return RequestError(f"body: {what} this server's limit of {limit} bytes", "body", code="body_too_large")
+
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise RequestError(f"Content-Length: {declared!r} is not a number of bytes", "body") from None
+        if length > limit:
+            raise too_large(f"{length} bytes (its Content-Length) is over")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"{size} bytes read so far (no Content-Length) are over")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(service: Service, limits: Limits | None = None, api_key: str | None = None, page: bool = True):
 
     limits = limits or Limits()
@@ -111,6 +154,7 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
         service.engine.close()  # after uvicorn has let the in-flight requests finish
 
     app = FastAPI(title=f"ric serve {service.name}", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(ArrivalTime)
     defaults = {**service.info.generation}
     defaults.setdefault("max_new_tokens", 128)
     defaults["max_new_tokens"] = min(defaults["max_new_tokens"], limits.max_tokens)
@@ -130,8 +174,15 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError):
-        log_request(request, err.status, 0.0, 0, 0, None)
+        log_request(request, err.status, arrival(request), 0, 0, None)
         return error(err, {"Retry-After": "1"} if err.status == 429 else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError):
+        # a missing or malformed query parameter: the OpenAI-style 400 naming it, not FastAPI's 422
+        problem = (err.errors() or [{}])[0]
+        field = str(problem.get("loc", ("", None))[-1]) if problem.get("loc") else None
+        return await request_error(request, RequestError(f"{field}: {problem.get('msg', 'invalid')}", field))
 
     @app.get("/health")
     async def health():
@@ -171,8 +222,12 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
         }
 
     @app.get("/ric/targets")
-    async def targets(request: Request, preference: str):
+    async def targets(request: Request, preference: str | None = None):
         authorize(request)
+        if preference is None:
+            raise RequestError(
+                "preference: required, as comma-separated weights, one per reward (?preference=0.2,0.8)", "preference"
+            )
         try:
             weights = [float(x) for x in preference.split(",")]
         except ValueError:
@@ -182,15 +237,9 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
         return service.describe(service.condition(preference=weights))
 
     async def complete(request: Request, kind: str):
-        start = time.monotonic()
+        start = arrival(request)
         authorize(request)
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise RequestError(
-                f"body: {len(raw)} bytes is over this server's limit of {limits.max_body_bytes}",
-                "body",
-                code="body_too_large",
-            )
+        raw = await read_body(request, limits.max_body_bytes)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

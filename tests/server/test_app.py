@@ -4,11 +4,13 @@ in a real headless browser, the baselines' runs, and an upstream (proxy) engine.
 
 import asyncio
 import json
+import re
 import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -160,10 +162,41 @@ def test_malformed_and_oversized_bodies(server):
     big = json.dumps({"model": "run", "messages": [{"role": "user", "content": "x" * 1_100_000}]})
     response = httpx.post(server.url + "/v1/chat/completions", content=big, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["code"] == "body_too_large"
+    assert "Content-Length" in response.json()["error"]["message"], "refused from the header, before reading"
+
+    def chunks():  # chunked, no Content-Length: refused once the bytes read pass the limit
+        yield big[:600_000].encode()
+        time.sleep(0.4)
+        yield big[600_000:].encode()
+
+    response = httpx.post(server.url + "/v1/chat/completions", content=chunks(), timeout=30)
+    assert "content-length" not in response.request.headers and response.request.headers["transfer-encoding"]
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "body_too_large" and error["param"] == "body" and "no Content-Length" in error["message"]
+    # a refused request is logged with its real latency (the upload above took over 0.4 s)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        refused = [int(ms) for ms in re.findall(r"POST /v1/chat/completions 400 (\d+)ms", server.log.read_text())]
+        if refused and max(refused) >= 350:
+            break
+        time.sleep(0.2)
+    assert max(refused) >= 350, f"latencies of refused requests: {refused}"
     long = {"model": "run", "messages": [{"role": "user", "content": "word " * 3000}], "max_tokens": 2}
     response = httpx.post(server.url + "/v1/chat/completions", json=long, timeout=30)
     assert response.status_code == 400 and "tokens is over" in response.json()["error"]["message"]
     assert client(server).chat.completions.create(model="run", messages=MESSAGES, max_tokens=1).choices
+
+
+def test_the_page_helpers_answer_bad_requests_openai_style(server, ric_run):
+    targets = httpx.get(server.url + "/ric/targets", params={"preference": "0.2,0.8"}, timeout=10)
+    assert targets.status_code == 200 and targets.json()["targets"] == expected_targets(ric_run, [0.2, 0.8])
+    for params in ({}, {"preference": "a,b"}, {"preference": "1"}):
+        response = httpx.get(server.url + "/ric/targets", params=params, timeout=10)
+        assert response.status_code == 400, (params, response.status_code, response.text)
+        error = response.json()["error"]
+        assert error["param"] == "preference" and error["type"] == "invalid_request_error", error
+        assert "preference" in error["message"]
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_row(server):
@@ -269,9 +302,20 @@ def test_the_web_page_in_a_real_browser(server, ric_run):
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: "targets" in b.find_element(By.ID, "targets-a").text)
         before = browser.find_element(By.ID, "targets-a").text
+        mark = browser.find_element(By.ID, "mark-a")  # pane A's chosen preference, on the front
+        mark_before = {k: mark.get_attribute(k) for k in ("data-preference", "cx", "cy")}
+        assert mark.tag_name == "circle" and mark_before["data-preference"] == "0.50,0.50"
+        assert not browser.find_elements(By.ID, "mark-b"), "B is marked only side by side"
         slider = browser.find_elements(By.CSS_SELECTOR, "#sliders-a input.weight-slider")[0]
         browser.execute_script("arguments[0].value = 90; arguments[0].dispatchEvent(new Event('input'));", slider)
         wait.until(lambda b: "0.90, 0.10" in b.find_element(By.ID, "targets-a").text)
+        mark = browser.find_element(By.ID, "mark-a")
+        mark_after = {k: mark.get_attribute(k) for k in ("data-preference", "cx", "cy")}
+        assert mark_after["data-preference"] == "0.90,0.10", mark_after
+        front = httpx.get(server.url + "/ric/run", timeout=10).json()["front"]
+        means = {tuple(p["preference"]): tuple(p["mean"][n] for n in front["rewards"][:2]) for p in front["points"]}
+        if means[(0.5, 0.5)] != means[(1.0, 0.0)]:  # w=(0.9, 0.1) lies between these two evaluated points
+            assert (mark_after["cx"], mark_after["cy"]) != (mark_before["cx"], mark_before["cy"]), "the mark moved"
         after = browser.find_element(By.ID, "targets-a").text
         expected = expected_targets(ric_run, [0.9, 0.1])
         assert after != before and all(f"{n}={t:.1f}" in after for n, t in expected.items()), after
@@ -280,13 +324,46 @@ def test_the_web_page_in_a_real_browser(server, ric_run):
         browser.find_element(By.ID, "send").click()
         wait.until(lambda b: b.find_element(By.ID, "answer-a").get_attribute("data-done") == "1")
         assert browser.find_element(By.ID, "answer-a").text.strip(), "an answer streamed in"
-        assert browser.find_element(By.ID, "marked-point").tag_name == "circle", "the front marks the point"
-        # side by side: two preferences, two answers
+        # side by side: two preferences, two answers, and B's preference marked too (a square, not a circle)
         browser.find_element(By.ID, "side-by-side").click()
+        mark_b = browser.find_element(By.ID, "mark-b")
+        assert mark_b.tag_name == "rect" and mark_b.get_attribute("data-preference") == "1.00,0.00"
+        assert mark_b.get_attribute("fill") != browser.find_element(By.ID, "mark-a").get_attribute("fill")
         browser.find_element(By.ID, "send").click()
         wait.until(lambda b: all(b.find_element(By.ID, f"answer-{p}").get_attribute("data-done") == "1" for p in "ab"))
     finally:
         browser.quit()
+
+
+def test_soups_keeps_at_most_max_mixes_and_only_their_weights():
+    """A Soups server sees one mix per distinct preference: the mixes and their weights stay bounded
+    (conditions made before their mixes, as an evaluation grid makes them, still activate)."""
+    from ric.baselines.soups import SoupsGenerator
+
+    class Peft:  # the calls SoupsGenerator makes on a PEFT model
+        def __init__(self):
+            self.peft_config, self.active = {"policy_a": None, "policy_b": None}, None
+
+        def add_weighted_adapter(self, adapters, weights, name, combination_type):
+            assert name not in self.peft_config and combination_type == "cat"
+            self.peft_config[name] = list(weights)
+
+        def set_adapter(self, name):
+            self.active = name
+
+        def delete_adapter(self, name):
+            del self.peft_config[name]
+
+    model = Peft()
+    info = SimpleNamespace(num_objectives=2, method="soups", policies=[{"label": "w_1_0"}, {"label": "w_0_1"}])
+    soups = SoupsGenerator(model, None, info)
+    conditions = [soups.condition(preference=[i / 40, 1 - i / 40]) for i in range(41)]
+    assert soups.weights == {}, "making a condition stores nothing"
+    for condition in conditions + conditions[:2]:  # the first two were evicted long ago: rebuilt from their keys
+        soups.activate(condition.key)
+        assert model.peft_config[model.active] == list(condition.preference)
+        assert len(soups.mixes) == len(soups.weights) <= soups.max_mixes and set(soups.mixes) == set(soups.weights)
+    assert len(model.peft_config) == 2 + soups.max_mixes, "evicted mixes are deleted from the model"
 
 
 @pytest.mark.parametrize("method", ["morlhf", "soups"])
@@ -323,10 +400,14 @@ def test_the_baselines_runs_are_served(tmp_path_factory, tiny_model_dir, method)
 def test_an_upstream_openai_server_answers_behind_the_preference_mapping(ric_run):
     """`ric serve --upstream URL` maps the preference to tags and sends the formatted prompt upstream
     (vLLM in production; here another `ric serve --raw` of the same run, a real OpenAI-compatible server)."""
-    upstream = Server(ric_run, "--raw")
+    upstream = Server(ric_run, "--raw", "--api-key", "up-key")  # the flag (the other API key test uses RIC_API_KEY)
     proxy = direct = None
     try:
-        proxy = Server(ric_run, "--upstream", upstream.url + "/v1", "--upstream-model", "run")
+        refused = httpx.post(upstream.url + "/v1/completions", json={"model": "run", "prompt": "Hi"}, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        proxy = Server(
+            ric_run, "--upstream", upstream.url + "/v1", "--upstream-model", "run", "--upstream-api-key", "up-key"
+        )
         direct = Server(ric_run)
         ask = dict(model="run", messages=MESSAGES, max_tokens=6, temperature=0, extra_body={"preference": [0.3, 0.7]})
         through = client(proxy).chat.completions.create(**ask)
@@ -336,9 +417,12 @@ def test_an_upstream_openai_server_answers_behind_the_preference_mapping(ric_run
         streamed = list(client(proxy).chat.completions.create(**ask, stream=True))
         text = "".join(c.choices[0].delta.content or "" for c in streamed)
         assert text.strip() == local.choices[0].message.content, "the same deltas (a whole answer is also stripped)"
-        assert upstream.stats()["requests"] == 2 and proxy.stats()["requests"] == 2
+        assert upstream.stats(Authorization="Bearer up-key")["requests"] == 2 and proxy.stats()["requests"] == 2
         raw = httpx.post(
-            upstream.url + "/v1/chat/completions", json={"model": "run", "messages": MESSAGES}, timeout=10
+            upstream.url + "/v1/chat/completions",
+            json={"model": "run", "messages": MESSAGES},
+            headers={"Authorization": "Bearer up-key"},
+            timeout=10,
         )
         assert raw.status_code == 400, "a raw server takes formatted prompts only"
     finally:
