@@ -90,55 +90,25 @@ def print_eval(result: dict, eval_dir) -> None:
 
 
 def cmd_evaluate(argv: list[str]) -> None:
-    from .config import EvaluationConfig
-    from .methods import recipe_method
+    from .methods import open_evaluation
     from .pipeline import run_stage
-    from .recipe import RECIPE_FILE, parse_flags
 
     parser = argparse.ArgumentParser(prog="ric evaluate", description="Pareto front of a trained run (any method).")
     parser.add_argument("run_dir")
     parser.add_argument("--adapter", help="RiC runs: adapter folder to evaluate (default: the run's latest)")
     parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval)")
     known, rest = parser.parse_known_args(argv)
-    run_dir = Path(known.run_dir)
-    recipe = run_dir / RECIPE_FILE
-    if not recipe.exists():
-        raise RecipeError(f"{run_dir} has no {RECIPE_FILE}: give a run directory written by `ric run` or `ric train`")
-    method = recipe_method(recipe)
-    if known.adapter and "adapter" not in method.evaluate_options:
-        raise RecipeError(f"--adapter: a {method.name} run has no single adapter to choose; remove --adapter")
-    allowed = {f for f in EvaluationConfig.__dataclass_fields__} | set(method.generation_keys)
-    given = parse_flags(rest)
-    refused = sorted(set(given) - allowed)
-    if refused:
-        raise RecipeError(
-            f"ric evaluate: --{refused[0]} does not change an evaluation (it is a training setting, or not a "
-            f"setting of a {method.name} run); evaluation takes --{', --'.join(sorted(allowed))}. Change training "
-            "settings in the recipe and run it again"
-        )
-    from .methods import parse_run
-
-    run = parse_run(rest + ["--output_dir", str(run_dir)], recipe)
-    overrides = {k: v for k, v in vars_of(run.configs).items() if k in given and k in method.generation_keys}
-    options = {"adapter": known.adapter} if known.adapter else {}
-    eval_dir = Path(known.eval_dir) if known.eval_dir else run_dir / "eval"
-    stage = method.evaluation_stage(run, f"evaluate:{eval_dir.name}", eval_dir, overrides, **options)
-    print_eval(run_stage(run_dir, stage).summary, eval_dir)
+    stage, eval_dir = open_evaluation(known.run_dir, rest, known.adapter, known.eval_dir)
+    print_eval(run_stage(known.run_dir, stage).summary, eval_dir)
     if (eval_dir / "image_grid.png").exists():
         print(f"image grid: {eval_dir}/image_grid.png")
 
 
-def vars_of(configs) -> dict:
-    values = {}
-    for config in configs:
-        values.update({k: getattr(config, k) for k in config.__dataclass_fields__})
-    return values
-
-
 def cmd_generate(argv: list[str]) -> None:
-    from .methods import get_method
+    from .methods import GENERATE_FLAGS, get_method
     from .preference import PREFERENCE_METHODS, parse_preference
     from .run_info import load_run_info
+    from .rundir import generated_image_paths, save_image
 
     parser = argparse.ArgumentParser(prog="ric generate", description="Answer prompts with a chosen trade-off.")
     parser.add_argument("run_dir", help="run directory (its latest adapter) or, for RiC, an adapter folder")
@@ -159,26 +129,16 @@ def cmd_generate(argv: list[str]) -> None:
     known = parser.parse_args(argv)
     info, _ = load_run_info(known.run_dir)  # checks the run before any model loads
     method = get_method(info.method, f"{known.run_dir}/ric_run.json")
-    if method.takes_preference and known.preference is None:
-        raise RecipeError(f"--preference: required for a {method.name} run; give one weight per reward, e.g. 0.2,0.8")
-    if not method.takes_preference and known.preference is not None:
-        raise RecipeError(f"--preference: a {method.name} run answers without a preference; leave it out")
+    method.check_generate_flags(vars(known))
     weights = (
         parse_preference(known.preference, info.num_objectives, field="--preference") if known.preference else None
     )
     if any(not p.strip() for p in known.prompts):
         raise RecipeError("prompts: an empty prompt was given")
-    image = method.name == "diffusion"
-    settings = {
-        k: getattr(known, k)
-        for k in ("max_new_tokens", "temperature", "top_p", "num_inference_steps", "guidance_scale")
-        if getattr(known, k) is not None
-    }
-    _refuse_flags(known, method.name, image, settings)
+    paths = generated_image_paths(known.run_dir, known.prompts, weights, known.out) if method.makes_images else None
+    settings = {k: getattr(known, k) for k in GENERATE_FLAGS if getattr(known, k) is not None}
     options = {"adapter": known.adapter} if known.adapter else {}
     generator = method.load_generator(known.run_dir, **options)
-    if image:
-        return _write_images(generator, known, weights, settings)
     results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **settings)
     used = results[0]
     if used.get("targets") is not None:
@@ -188,45 +148,11 @@ def cmd_generate(argv: list[str]) -> None:
             f"policy: {used['policy']} (the {method.name} run's answer to preference {known.preference})",
             file=sys.stderr,
         )
-    for r in results:
-        print(json.dumps(r) if known.json else r["response"])
-
-
-def _refuse_flags(known, method: str, image: bool, settings: dict) -> None:
-    text_only, image_only = (
-        ("max_new_tokens", "temperature", "top_p"),
-        ("num_inference_steps", "guidance_scale", "out"),
-    )
-    for flag in image_only if not image else text_only:
-        if getattr(known, flag) is not None:
-            kind = "text-to-image" if not image else "text"
-            raise RecipeError(f"--{flag}: applies to {kind} runs only; this is a {method} run")
-    if known.method is not None and method in ("morlhf", "soups", "sft"):
-        raise RecipeError(
-            f"--method: a {method} run writes no score tags, so there is no preference -> target mapping"
-        )
-    if known.adapter is not None and method != "ric":
-        raise RecipeError(f"--adapter: only RiC runs have adapter folders to choose; this is a {method} run")
-
-
-def _write_images(generator, known, weights, settings) -> None:
-    import re
-
-    results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **settings)
-    print(
-        "targets: " + ", ".join(f"{n}={t}" for n, t in zip(generator.rewards, results[0]["targets"])), file=sys.stderr
-    )
-    if known.out and len(results) > 1:
-        raise RecipeError("--out: names one file; give one prompt, or leave --out out")
-    for r in results:
-        if known.out:
-            path = Path(known.out)
-        else:
-            slug = re.sub(r"[^a-z0-9]+", "-", r["prompt"].lower()).strip("-")[:60] or "image"
-            path = Path(known.run_dir) / "generated" / f"{slug}_w{'-'.join(f'{w:.2f}' for w in weights)}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        r.pop("image").save(path)
-        print(json.dumps({**r, "image": str(path)}) if known.json else path)
+    for i, r in enumerate(results):
+        if paths:
+            save_image(r.pop("image"), paths[i])
+            r["image"] = str(paths[i])
+        print(json.dumps(r) if known.json else r["image"] if paths else r["response"])
 
 
 def cmd_status(argv: list[str]) -> None:
@@ -341,13 +267,15 @@ def cmd_serve(argv: list[str]) -> None:
 def print_recipe_help(command: str) -> None:
     from trl import TrlParser
 
-    from .methods import METHODS
+    from .methods import METHODS, get_method
 
+    default = get_method(None)
     print(
-        f"ric {command} RECIPE.yaml [--key value ...]: the keys of a RiC recipe (method: ric) follow; "
-        f"other methods: {', '.join(m for m in METHODS if m != 'ric')} (see docs/method.md).\n"
+        f"ric {command} RECIPE.yaml [--key value ...]: the keys of a recipe of the default method "
+        f"(method: {default.name}) follow; other methods: {', '.join(m for m in METHODS if m != default.name)} "
+        "(see docs/method.md).\n"
     )
-    TrlParser(METHODS["ric"].config_classes()).print_help()
+    TrlParser(default.config_classes()).print_help()
 
 
 COMMANDS = {

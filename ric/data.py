@@ -70,19 +70,23 @@ def require_columns(dataset, columns, name: str, field_hint: str = "") -> None:
         raise ValueError(f"dataset {name!r}: missing column(s) {missing}; it has {dataset.column_names}.{hint}")
 
 
-def nonblank_prompts(prompts, name: str, column: str) -> list[str]:
-    """The prompts that hold text, in order; refuses non-text values and a table whose prompts are all blank."""
+def nonblank_prompts(
+    prompts, name: str, column: str, setting: str = "prompt_column", kind: str = "prompt"
+) -> list[str]:
+    """The prompts (or captions: `kind`) that hold text, in order; refuses non-text values and a table
+    whose prompts are all blank, naming the dataset, the column and the recipe key (`setting`) that picks it."""
     prompts = list(prompts)
-    bad = next((p for p in prompts if not isinstance(p, str)), None)
-    if bad is not None:
+    bad = [p for p in prompts if not isinstance(p, str)]  # a null (None) prompt too
+    if bad:
         raise ValueError(
-            f"dataset {name!r}: column {column!r} holds {type(bad).__name__} values ({bad!r}); prompts must be text"
+            f"dataset {name!r}: column {column!r} holds {type(bad[0]).__name__} values ({bad[0]!r}); "
+            f"{kind}s must be text"
         )
     kept = [p for p in prompts if p.strip()]
     if not kept:
         raise ValueError(
-            f"dataset {name!r}: every prompt in column {column!r} is blank ({len(prompts)} rows); "
-            "give prompts with text, or set prompt_column to the column that holds them"
+            f"dataset {name!r}: every {kind} in column {column!r} is blank ({len(prompts)} rows); "
+            f"give {kind}s with text, or set {setting} to the column that holds them"
         )
     return kept
 

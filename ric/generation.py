@@ -121,7 +121,7 @@ def generate_batched(
     template: str = "assistant",
     progress: bool = True,
     desc: str = "generating",
-    trim_truncated: bool = True,
+    trim_truncated: bool = False,
     cuts: Sequence[int] | None = None,
 ) -> Generations:
     """Generate one response per prompt (already formatted), batched with left padding.
@@ -161,7 +161,7 @@ def generate_batched(
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=desc, unit="batch")
-    eos_ids = _eos_ids(model, tokenizer)
+    ends = eos_ids(model, tokenizer)
     sampler = NucleusSampler(temperature, top_p) if do_sample else None
     was_training = model.training
     model.eval()
@@ -170,7 +170,7 @@ def generate_batched(
         batch_seed = None if seed is None else seed + n
         rows = _draw(model, tokenizer, [prompts[i] for i in index], max_new_tokens, sampler, batch_seed)
         for ids, i in zip(rows, index):
-            end = next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))
+            end = next((k for k, t in enumerate(ids) if t in ends), len(ids))
             result.generated_tokens += end
             result.hit_budget[i] = end == len(ids) and len(ids) >= max_new_tokens
             result.texts[i] = _finish(tokenizer, ids, end, max_new_tokens, template, trim_truncated)
@@ -225,7 +225,8 @@ def _finish(
     return text
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
+def eos_ids(model, tokenizer) -> set[int]:
+    """The token ids that end an answer: the tokenizer's eos and pad, and the model's configured eos."""
     ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):

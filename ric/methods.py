@@ -3,7 +3,10 @@
 
 Each entry names the config classes a recipe of the method parses into, builds the method's
 stages (run by `ric.pipeline.run_stages`), evaluates a run (through `ric.report`), and loads the
-generator that answers prompts at a preference. Adding a method is one entry plus its own modules.
+generator that answers prompts at a preference; it also says what the commands may ask of a run
+(the evaluation keys its evaluation reads, its `ric generate` settings, whether it takes score-tag
+targets, makes images, or can be served by an upstream engine), so no command branches on a
+method's name. Adding a method is one entry plus its own modules.
 
 | method    | stages                                          | answers a preference with                    |
 |-----------|-------------------------------------------------|----------------------------------------------|
@@ -23,9 +26,26 @@ from pathlib import Path
 from .pipeline import Stage
 from .recipe import RecipeError
 
-# Recipe keys `ric evaluate RUN_DIR --key value` may change, besides the evaluation keys.
+# Recipe keys `ric evaluate RUN_DIR --key value` may change: the evaluation keys (`EvaluationConfig`)
+# a method's evaluation reads, and its generation keys.
+EVALUATION_KEYS = (
+    "eval_num_prompts",
+    "eval_preference_method",
+    "eval_grid_divisions",
+    "eval_batch_size",
+    "eval_base_model",
+    "hypervolume_reference",
+)
+# MORLHF and SFT: the points are the trained policies, answered without score tags (no grid, no mapping).
+NOT_FOR_POLICIES = ("eval_grid_divisions", "eval_preference_method")
+POLICY_EVALUATION_KEYS = tuple(k for k in EVALUATION_KEYS if k not in NOT_FOR_POLICIES)
 TEXT_GENERATION_KEYS = ("temperature", "top_p", "max_completion_length", "seed", "reward_batch_size")
 IMAGE_GENERATION_KEYS = ("guidance_scale", "num_inference_steps", "seed", "reward_batch_size")
+# `ric generate` settings: a text run's and a text-to-image run's (`--out` goes with images).
+TEXT_GENERATE_OPTIONS = ("max_new_tokens", "temperature", "top_p")
+IMAGE_GENERATE_OPTIONS = ("num_inference_steps", "guidance_scale")
+GENERATE_FLAGS = TEXT_GENERATE_OPTIONS + IMAGE_GENERATE_OPTIONS
+NO_SCORE_TAGS = "a {} run writes no score tags, so there is no preference -> target mapping"
 
 
 @dataclass
@@ -48,12 +68,67 @@ class Method:
     evaluate: Callable[..., dict]  # (run, eval_dir=None, overrides=None, progress=True, **options) -> pareto.json
     generator_class: Callable[[], type]  # lazily: the class whose from_run(run_dir, **options) answers prompts
     generation_keys: tuple[str, ...]
-    evaluate_options: tuple[str, ...] = ()  # extra `ric evaluate` options (RiC: --adapter)
+    evaluation_keys: tuple[str, ...] = EVALUATION_KEYS  # the `ric evaluate` keys its evaluation reads
+    points: str = "its points are a preference grid"  # what its front is made of (said when a key is refused)
+    options: tuple[str, ...] = ()  # extra `ric evaluate` / `ric generate` options (RiC: --adapter, a folder)
     takes_preference: bool = True  # whether `ric generate` needs --preference (an SFT model answers without)
+    takes_targets: bool = True  # score tags in the prompt: a preference -> target mapping (--method)
+    makes_images: bool = False  # answers with images: `ric generate` writes files, `ric serve` refuses the run
+    generate_options: tuple[str, ...] = TEXT_GENERATE_OPTIONS  # the `ric generate` settings it honours
+    upstream: str | None = "run"  # `ric serve --upstream`: the model asked, the run's ("run") or the policy's
+    upstream_refusal: str = ""  # why an upstream server cannot serve it (upstream None)
 
     def load_generator(self, path, **options):
         """The generator of a run directory (or, for RiC, an adapter folder), its model loaded."""
         return self.generator_class().from_run(path, **options)
+
+    def check_evaluate_flags(self, given: set[str], adapter: bool = False) -> None:
+        """Refuse, by name, a `ric evaluate` flag this method's evaluation would not read."""
+        if adapter and "adapter" not in self.options:
+            raise RecipeError(f"--adapter: a {self.name} run has no single adapter to choose; remove --adapter")
+        allowed = set(self.evaluation_keys) | set(self.generation_keys)
+        refused = sorted(set(given) - allowed)
+        if not refused:
+            return
+        key, takes = refused[0], ", --".join(sorted(allowed))
+        if key in EVALUATION_KEYS:
+            if key == "eval_preference_method" and not self.takes_targets:
+                why = NO_SCORE_TAGS.format(self.name)
+            elif key == "eval_grid_divisions":
+                why = self.points
+            else:
+                why = "its evaluation does not read it"
+            raise RecipeError(
+                f"--{key} does not change a {self.name} evaluation: {why}; a {self.name} run's "
+                f"evaluation takes --{takes}"
+            )
+        raise RecipeError(
+            f"--{key} does not change an evaluation (it is a training setting, or not a "
+            f"setting of a {self.name} run); evaluation takes --{takes}. Change training "
+            "settings in the recipe and run it again"
+        )
+
+    def check_generate_flags(self, given: dict) -> None:
+        """Refuse, by name, a `ric generate` flag this method would ignore, and a missing --preference.
+        `given`: the flags given (name -> value, those left out absent)."""
+        if self.takes_preference and given.get("preference") is None:
+            raise RecipeError(
+                f"--preference: required for a {self.name} run; give one weight per reward, e.g. 0.2,0.8"
+            )
+        if not self.takes_preference and given.get("preference") is not None:
+            raise RecipeError(f"--preference: a {self.name} run answers without a preference; leave it out")
+        own = set(self.generate_options) | ({"out"} if self.makes_images else set())
+        for flag in (*GENERATE_FLAGS, "out"):
+            if given.get(flag) is not None and flag not in own:
+                kind = "text" if flag in TEXT_GENERATE_OPTIONS else "text-to-image"
+                raise RecipeError(f"--{flag}: applies to {kind} runs only; this is a {self.name} run")
+        if given.get("method") is not None and not self.takes_targets:
+            raise RecipeError(f"--method: {NO_SCORE_TAGS.format(self.name)}")
+        if given.get("adapter") is not None and "adapter" not in self.options:
+            holders = " and ".join(m.name for m in METHODS.values() if "adapter" in m.options)
+            raise RecipeError(
+                f"--adapter: only {holders} runs have adapter folders to choose; this is a {self.name} run"
+            )
 
     def evaluation_stage(self, run: Run, name: str = "evaluate", eval_dir=None, overrides=None, **options) -> Stage:
         """The evaluation as a stage: metered (its generated tokens too) and marked in run_state.json."""
@@ -248,7 +323,7 @@ def _diffusion_stages(run: Run) -> list[Stage]:
             "prepare",
             "prepare",
             lambda m: prepare_images(d, cfg, meter=m),
-            lambda s: f"scored {s['rows']} images (skipped {s['skipped']} that failed to decode) in {d}/data",
+            lambda s: f"scored {s['rows']} images (skipped {s['skipped']}: undecodable or blank caption) in {d}/data",
         ),
         Stage("train", "train", lambda m: train_diffusion(d, cfg, meter=m), _describe_train),
         METHODS["diffusion"].evaluation_stage(run),
@@ -276,7 +351,7 @@ METHODS: dict[str, Method] = {
         _ric_evaluate,
         _ric_generator,
         TEXT_GENERATION_KEYS,
-        ("adapter",),
+        options=("adapter",),
     ),
     "morlhf": Method(
         "morlhf",
@@ -286,6 +361,11 @@ METHODS: dict[str, Method] = {
         _morlhf_evaluate,
         _morlhf_generator,
         TEXT_GENERATION_KEYS,
+        evaluation_keys=POLICY_EVALUATION_KEYS,
+        points="its points are the trained policies, one per preference of the recipe, not a grid (change "
+        "`preferences` or `num_preference_points` in the recipe and train again)",
+        takes_targets=False,
+        upstream="policy",
     ),
     "soups": Method(
         "soups",
@@ -295,6 +375,12 @@ METHODS: dict[str, Method] = {
         _soups_evaluate,
         _soups_generator,
         TEXT_GENERATION_KEYS,
+        evaluation_keys=tuple(k for k in EVALUATION_KEYS if k != "eval_preference_method"),
+        points="its points are a preference grid, the adapters mixed at each",
+        takes_targets=False,
+        upstream=None,
+        upstream_refusal="a Rewarded Soups run mixes its adapters per preference, which an upstream LoRA server "
+        "cannot do",
     ),
     "sft": Method(
         "sft",
@@ -304,7 +390,10 @@ METHODS: dict[str, Method] = {
         _sft_evaluate,
         _sft_generator,
         TEXT_GENERATION_KEYS,
+        evaluation_keys=POLICY_EVALUATION_KEYS,
+        points="it is one point, the SFT model, which answers without a preference",
         takes_preference=False,
+        takes_targets=False,
     ),
     "diffusion": Method(
         "diffusion",
@@ -314,6 +403,8 @@ METHODS: dict[str, Method] = {
         _diffusion_evaluate,
         _diffusion_generator,
         IMAGE_GENERATION_KEYS,
+        makes_images=True,
+        generate_options=IMAGE_GENERATE_OPTIONS,
     ),
 }
 
@@ -360,6 +451,26 @@ def open_run(argv, recipe: str | Path | None) -> Run:
     if is_main_process():
         write_yaml(run.run_dir / RECIPE_FILE, run.effective)
     return run
+
+
+def open_evaluation(run_dir, argv, adapter=None, eval_dir=None) -> tuple[Stage, Path]:
+    """`ric evaluate RUN_DIR [--key value ...]`: the run's own recipe with the flags given, each checked
+    against the run's method before any model loads. Returns (the evaluation stage, where it writes)."""
+    from .recipe import RECIPE_FILE, parse_flags
+
+    run_dir = Path(run_dir)
+    recipe = run_dir / RECIPE_FILE
+    if not recipe.exists():
+        raise RecipeError(f"{run_dir} has no {RECIPE_FILE}: give a run directory written by `ric run` or `ric train`")
+    method = recipe_method(recipe)
+    given = parse_flags(argv)
+    method.check_evaluate_flags(given, adapter=bool(adapter))
+    run = parse_run(list(argv) + ["--output_dir", str(run_dir)], recipe)
+    values = {k: getattr(c, k) for c in run.configs for k in c.__dataclass_fields__}
+    overrides = {k: v for k, v in values.items() if k in given and k in method.generation_keys}
+    options = {"adapter": adapter} if adapter else {}
+    eval_dir = Path(eval_dir) if eval_dir else run_dir / "eval"
+    return method.evaluation_stage(run, f"evaluate:{eval_dir.name}", eval_dir, overrides, **options), eval_dir
 
 
 # --- one line per finished stage (what `ric run` prints) -----------------------------------------

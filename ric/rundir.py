@@ -140,16 +140,53 @@ def save_figure(fig, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def is_main_process() -> bool:
-    from accelerate import PartialState
+def generated_image_paths(run_dir: str | Path, prompts, weights, out: str | Path | None = None) -> list[Path]:
+    """Where `ric generate` writes each prompt's image: `out` (one prompt only), else
+    RUN_DIR/generated/<prompt slug>_w<weights>.png."""
+    import re
 
-    return PartialState().is_main_process
+    if out is not None:
+        if len(prompts) > 1:
+            raise ValueError("--out: names one file; give one prompt, or leave --out out")
+        return [Path(out)]
+    w = "-".join(f"{x:.2f}" for x in weights)
+    slugs = [re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-")[:60] or "image" for p in prompts]
+    return [Path(run_dir) / "generated" / f"{slug}_w{w}.png" for slug in slugs]
+
+
+def save_image(image, path: str | Path) -> None:
+    """Save a PIL image atomically (its format from the file's suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        image.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def process_state():
+    """accelerate's state of this process (rank, number of processes, device).
+
+    Under `accelerate launch` or `torchrun` on GPUs it is the process group's. On CPUs, where
+    `accelerate launch` starts one process unless it is given an MPI host file, several processes
+    come from `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ric ...`: accelerate's Trainer
+    reads that flag, and so does this state (a plain `PartialState()` would not, and every process
+    would take itself for the only one)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def is_main_process() -> bool:
+    return process_state().is_main_process
 
 
 def wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
 
 
 class RunState:

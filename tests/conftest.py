@@ -10,6 +10,21 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _log_handlers_write_to_this_tests_stderr():
+    """Logging handlers made during an earlier test (the root one of `ric`'s CLI, the datasets and
+    transformers libraries' own) hold that test's captured stderr, closed since: point them at this
+    test's, as a fresh process would have them."""
+    import logging
+    import sys
+
+    for name in (None, "datasets", "transformers"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr  # not setStream: it would flush the closed one
+    yield
+
+
 @pytest.fixture(scope="session")
 def smol_path():
     from ric.models import bundled_model_path

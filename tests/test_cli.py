@@ -232,6 +232,7 @@ def _bad_data_recipe(tiny_recipe, tmp_path, train_text, eval_text='{"prompt": "W
         ("\n\n", None, "bad_train.jsonl' is empty"),
         ('{"prompt": "  "}\n{"prompt": ""}\n', None, "every prompt in column 'prompt' is blank"),
         ('{"prompt": 3}\n', None, "column 'prompt' holds int values"),
+        ('{"prompt": "Hi?"}\n{"prompt": null}\n', None, "column 'prompt' holds NoneType values (None)"),
         ('{"prompt": "Hi?"}\n{"prompt": ', None, "cannot read it as .jsonl"),
         ('{"prompt": "Hi?"}\n', '{"prompt": " "}\n', "bad_eval.jsonl': every prompt in column 'prompt' is blank"),
     ],

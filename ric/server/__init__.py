@@ -31,17 +31,14 @@ def load_service(
     run_dir = Path(run_dir)
     info, _ = load_run_info(run_dir)  # a clear error before anything loads
     method = get_method(info.method, f"{run_dir}/ric_run.json")
-    if method.name == "diffusion":
+    if method.makes_images:
         raise ValueError(f"{run_dir} is a text-to-image run: ric serve answers text; use `ric generate` for images")
     name = run_dir.resolve().name
     if upstream:
-        if method.name == "soups":
-            raise ValueError(
-                "--upstream: a Rewarded Soups run mixes its adapters per preference, which an upstream "
-                "LoRA server cannot do; serve it in-process (leave --upstream out)"
-            )
+        if method.upstream is None:
+            raise ValueError(f"--upstream: {method.upstream_refusal}; serve it in-process (leave --upstream out)")
         generator = _generator_without_model(run_dir, info)
-        model_for = (lambda c: c.policy) if method.name == "morlhf" else (lambda c: upstream_model or name)
+        model_for = (lambda c: c.policy) if method.upstream == "policy" else (lambda c: upstream_model or name)
         engine = UpstreamEngine(upstream, model_for, upstream_api_key, max_queue)
     else:
         generator = method.load_generator(run_dir, device=device)
@@ -51,12 +48,12 @@ def load_service(
 
 def _generator_without_model(run_dir: Path, info):
     """The run's generator with its tokenizer only: conditions and prompt formats, no weights."""
-    from ..methods import METHODS
+    from ..methods import get_method
     from ..models import load_tokenizer
 
     folder = run_dir / info.adapter if info.adapter and (run_dir / info.adapter).exists() else None
     tokenizer = load_tokenizer(str(folder) if folder else info.base_model)
-    return METHODS[info.method].generator_class()(None, tokenizer, info)
+    return get_method(info.method).generator_class()(None, tokenizer, info)
 
 
 def serve(

@@ -122,12 +122,12 @@ class BatchingEngine:
     """Runs `GenRequest`s on a `PolicyGenerator`'s model in a worker thread, batched."""
 
     def __init__(self, generator, max_batch_size: int = 16, batch_window: float = 0.02, max_queue: int = 64):
-        from ..generation import STOP_MARKERS, _eos_ids
+        from ..generation import STOP_MARKERS, eos_ids
 
         self.generator = generator
         self.max_batch_size, self.batch_window, self.max_queue = max_batch_size, batch_window, max_queue
         self.stop_markers = STOP_MARKERS.get(generator.info.template, ())
-        self.eos_ids = _eos_ids(generator.model, generator.tokenizer)
+        self.eos_ids = eos_ids(generator.model, generator.tokenizer)
         self.waiting: queue.Queue = queue.Queue()
         self.lock = threading.Lock()
         self.stats = {
