@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .rundir import RunFileError, atomic_write_text, read_json, write_json
+from .rundir import RunFileError, atomic_write_text, process_state, read_json, write_json
 
 
 def fingerprint(items: list[dict]) -> str:
@@ -73,17 +74,13 @@ class ChunkStore:
 
 
 def distributed_rank() -> tuple[int, int]:
-    """(process index, number of processes) under `accelerate launch`; (0, 1) otherwise."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    """(process index, number of processes) under `accelerate launch` or `torchrun`; (0, 1) otherwise."""
+    state = process_state()
     return state.process_index, state.num_processes
 
 
 def barrier() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
 
 
 def run_chunked(
@@ -99,7 +96,8 @@ def run_chunked(
 
     Under `accelerate launch` with several processes, chunk i belongs to process i mod N: the work
     is sharded, each chunk is written once by its owner, and every process returns all rows after
-    a barrier.
+    a barrier. Each process appends one line per chunk it wrote (index, rows, seconds) to its own
+    `written_by_rank<r>.jsonl` in `folder`: who did which part of the work, and how long it took.
     """
     rank, world = distributed_rank()
     store = ChunkStore(folder, items, chunk_size, tag)
@@ -112,8 +110,12 @@ def run_chunked(
     else:
         bar = None
     for index in todo:
+        start = time.time()
         rows = work(items[index * chunk_size : (index + 1) * chunk_size])
         store.write(index, rows)
+        record = {"chunk": index, "rows": len(rows), "world": world, "seconds": round(time.time() - start, 2)}
+        with open(store.folder / f"written_by_rank{rank}.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
         if bar is not None:
             bar.update(1)
     if bar is not None:

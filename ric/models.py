@@ -96,9 +96,9 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def default_device() -> str:
     """This process's device: its own GPU under `accelerate launch`, else cuda or cpu."""
-    from accelerate import PartialState
+    from .rundir import process_state
 
-    return str(PartialState().device)
+    return str(process_state().device)
 
 
 def resolve_dtype(dtype: str | None, device: str):
@@ -184,11 +184,16 @@ def model_load_kwargs(model_args, trust_remote_code: bool) -> dict:
 
 
 def load_base_for_training(model_args, trust_remote_code: bool = False):
-    """The base model for a trainer: a quantized base on this process's GPU, else on the CPU (the trainer moves it)."""
-    from accelerate import PartialState
+    """The base model for a trainer: a quantized base on this process's GPU (bitsandbytes places it at load
+    time; on a machine without CUDA it loads on the CPU, which bitsandbytes supports), else on the CPU
+    (the trainer moves it)."""
+    import torch
+
+    from .rundir import process_state
 
     quantized = model_args.load_in_8bit or model_args.load_in_4bit
-    device = f"cuda:{PartialState().local_process_index}" if quantized else "cpu"
+    on_gpu = quantized and torch.cuda.is_available()
+    device = f"cuda:{process_state().local_process_index}" if on_gpu else "cpu"
     return load_causal_lm(
         model_args.model_name_or_path, device=device, **model_load_kwargs(model_args, trust_remote_code)
     )

@@ -87,7 +87,7 @@ def add_score_tags(
             chat template's own default).
 
     >>> add_score_tags("\\n\\nHuman: Hi\\n\\nAssistant:", [1.23, -0.5])
-    '\\n\\nHuman: Hi <rm1_score> 1.2 <rm2_score> -0.5\\n\\nAssistant:'
+    '\\n\\nHuman: Hi <rm1_score> 1.2 <rm2_score> -0.5 \\n\\nAssistant:'
     """
     _check_template(template)
     tags = format_score_tags(scores, template)

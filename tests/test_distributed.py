@@ -1,5 +1,9 @@
-"""A real multi-process launch on CPU: `accelerate launch --num_processes 2` (gloo) runs prepare,
-a few training steps and an evaluation whose gathered rows are exactly the evaluation set."""
+"""A real multi-process launch on CPU: two processes (`ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2`,
+accelerate's gloo process group) run prepare, a few training steps and an evaluation whose gathered
+rows are exactly the evaluation set, each process doing its share of the generation and scoring.
+
+(`accelerate launch` with a multi-CPU config starts a single process unless it is given an MPI host
+file, so it cannot stand in for two processes here.)"""
 
 import csv
 import json
@@ -28,13 +32,19 @@ def test_accelerate_launch_two_cpu_processes(tiny_recipe, tmp_path):
         num_responses_per_prompt=1,
     )
     tiny_recipe.write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     cmd = [
         sys.executable,
         "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
         "-m",
         "ric",
         "run",
@@ -57,6 +67,7 @@ def test_accelerate_launch_two_cpu_processes(tiny_recipe, tmp_path):
         assert sorted(r["prompt"] for r in csv.DictReader(handle)) == sorted(eval_prompts)
     # the chunks were shared between the two processes and each written once
     grid = next((run / "eval/gen").glob("points-*"))
+    assert (grid / "written_by_rank0.jsonl").exists() and (grid / "written_by_rank1.jsonl").exists()
     rows = [json.loads(line) for p in sorted(grid.glob("chunk_*.jsonl")) for line in p.read_text().splitlines()]
     assert len(rows) == 3 * 7 and len({(r["point"], r["prompt"]) for r in rows}) == 21
     assert (run / "adapter/adapter_model.safetensors").exists()
@@ -66,4 +77,18 @@ def test_accelerate_launch_two_cpu_processes(tiny_recipe, tmp_path):
             json.loads(line) for p in sorted(folder.glob("chunk_*.jsonl")) for line in p.read_text().splitlines()
         ]
         assert scored and all(len(r["scores"]) == 2 for r in scored)
+        # both processes scored: chunk i was written by process i mod 2, every chunk once
+        written = {
+            rank: [
+                json.loads(line)["chunk"]
+                for line in (folder / f"written_by_rank{rank}.jsonl").read_text().splitlines()
+            ]
+            for rank in (0, 1)
+        }
+        assert written[0] and written[1], f"{folder.name}: one process scored alone ({written})"
+        assert all(i % 2 == rank for rank, chunks in written.items() for i in chunks)
+        assert sorted(written[0] + written[1]) == list(range(len(list(folder.glob("chunk_*.jsonl")))))
+        if folder.name == "scores":
+            prepared = json.loads((run / "data/prepare_stats.json").read_text())
+            assert len(scored) >= prepared["rows"], "every training row was scored"
     assert len(scored) == 3 * 7 + 7

@@ -57,3 +57,30 @@ def test_vllm_requests_get_their_own_seeds():
     from ric.vllm_backend import request_seeds
 
     assert request_seeds(5, 3) == [5, 6, 7] and request_seeds(None, 2) == [None, None]
+
+
+def test_trim_truncated_is_a_switch_and_off_by_default(tiny_model_dir, smol_tokenizer):
+    """Off (the paper's code): a budget-cut answer comes back as generated; on: its unfinished sentence goes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ric.generation import generate_batched, trim_to_sentence
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    # a head that writes only " yes", " no" and "." (every other token at -100), drawn at random:
+    # answers of short sentences that the token budget cuts mid-sentence
+    words = [smol_tokenizer.convert_tokens_to_ids(t) for t in ("Ġyes", "Ġno", ".")]
+    head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-100.0)
+        head.bias[words] = 0.0
+    model.lm_head = head
+    prompts = [f"Question {i}?" for i in range(6)]
+    kwargs = dict(max_new_tokens=11, batch_size=6, seed=0, temperature=1.0, template="chat", progress=False)
+    raw = generate_batched(model, smol_tokenizer, prompts, **kwargs).texts
+    trimmed = generate_batched(model, smol_tokenizer, prompts, trim_truncated=True, **kwargs).texts
+    assert raw == generate_batched(model, smol_tokenizer, prompts, trim_truncated=False, **kwargs).texts
+    assert trimmed == [trim_to_sentence(t) for t in raw]
+    assert any(t != r for t, r in zip(trimmed, raw)), f"no answer was cut mid-sentence: {raw}"
+    assert all(t.endswith(".") or "." not in r for t, r in zip(trimmed, raw))

@@ -140,3 +140,52 @@ def test_a_key_of_another_method_is_refused(tmp_path):
         parse_run_args([], write(tmp_path, {"method": "morlhf", "output_dir": "x", "sampling_system_prompts": ["a"]}))
     with pytest.raises(RecipeError, match="method = 'ppo' is not one of"):
         parse_run_args([], write(tmp_path, {"method": "ppo", "output_dir": "x"}))
+
+
+PAPER_RECIPES = [p for p in RECIPES if p.parent.name in ("hh_rlhf", "summary")]
+
+
+def _parsed(recipe):
+    """name -> value of every field of the recipe's parsed config instances."""
+    from dataclasses import asdict
+
+    from ric.methods import recipe_method
+    from ric.recipe import parse_recipe
+
+    instances, _ = parse_recipe(recipe_method(str(recipe)).config_classes(), [], str(recipe))
+    merged: dict = {}
+    for instance in instances:
+        merged.update(asdict(instance) if hasattr(instance, "__dataclass_fields__") else vars(instance))
+    return merged
+
+
+def test_defaults_are_the_paper_codes_where_it_departs_from_the_text():
+    (model, _, args, ev), _ = parse_run_args(["--output_dir", "x"])
+    assert model.adapter_dtype == "float32"
+    assert args.score_range == "gaussian" and (args.score_range_seed, args.score_range_samples) == (8888, 50000)
+    assert args.online_goal_sampling == "min_of_uniform"
+    assert args.trim_truncated is False
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES, ids=[str(p.relative_to(ROOT)) for p in PAPER_RECIPES])
+def test_paper_recipes_keep_the_official_settings(recipe):
+    from reward_models.paper_models import SUMMARY_INSTRUCTION_PROMPT
+
+    values = _parsed(recipe)
+    assert values["adapter_dtype"] == "float32"
+    assert values.get("trim_truncated", False) is False, "the paper's code does not trim truncated answers"
+    if "score_range" in values:
+        assert values["score_range"] == "gaussian"
+    if "online_goal_sampling" in values:
+        assert values["online_goal_sampling"] == "min_of_uniform"
+    if recipe.stem.startswith(("morlhf", "soups")):
+        assert values["model_name_or_path"] == f"runs/{recipe.parent.name}/sft/merged", "the baselines start from SFT"
+        assert (ROOT / "recipes" / recipe.parent.name / "sft.yaml").exists()
+    if "deberta" in recipe.stem:
+        declared = yaml.safe_load(recipe.read_text())["reward_models"]["deberta"]
+        assert declared["prompt_template"] == SUMMARY_INSTRUCTION_PROMPT
+
+
+def test_demo_recipes_keep_their_cpu_choices():
+    values = _parsed(ROOT / "recipes/demo/ric.yaml")
+    assert values["trim_truncated"] is True and values["score_range"] == "quantiles"

@@ -143,6 +143,11 @@ def test_baseline_recipes_run_end_to_end(rl_recipe, method, capsys):
         assert flag[0] in capsys.readouterr().err
     assert main(["evaluate", str(run), "--adapter", str(run)]) == 2
     assert "--adapter" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--eval_preference_method", "l1"]) == 2, "no score tags, no mapping"
+    assert "--eval_preference_method does not change a" in capsys.readouterr().err
+    if method == "morlhf":  # its points are its policies; Soups mixes its adapters on the grid it is given
+        assert main(["evaluate", str(run), "--eval_grid_divisions", "5"]) == 2
+        assert "--eval_grid_divisions does not change a morlhf evaluation" in capsys.readouterr().err
 
 
 def test_soups_generator_mixes_once_per_preference_and_keeps_few(rl_recipe, capsys):
@@ -167,3 +172,27 @@ def test_soups_generator_mixes_once_per_preference_and_keeps_few(rl_recipe, caps
     generator.generate(["hi"], preference=[0.7, 0.3], max_new_tokens=2)
     mixes = [n for n in generator.model.peft_config if n.startswith("mix_")]
     assert len(mixes) == 2 and len(generator.mixes) == 2
+
+
+def test_grpo_keeps_an_fp32_adapter_on_an_8bit_base(rl_recipe):
+    """GRPOTrainer casts the LoRA of a quantized base to bf16; the run casts it back (adapter_dtype)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from reward_models import load_rewards
+    from ric.baselines.rl import rl_dataset, train_rl_policy
+    from ric.models import load_tokenizer
+    from tests.helpers import parse_run_args
+
+    (model_args, _, args, _), _ = parse_run_args(["--max_steps", "1"], str(rl_recipe))
+    model_args = dataclasses.replace(model_args, load_in_8bit=True, adapter_dtype="float32")
+    tokenizer = load_tokenizer(model_args.model_name_or_path)
+    dataset = rl_dataset(["How do I bake bread?", "Name a color.", "Say hi.", "Why?"], "chat", tokenizer)
+    out = Path(args.output_dir) / "policy-8bit"
+    stats = train_rl_policy(
+        model_args, args, load_rewards(["positivity", "conciseness"]), [0.5, 0.5], dataset, tokenizer, out
+    )
+    assert stats["global_step"] == 1
+    saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert saved and {v.dtype for v in saved.values()} == {torch.float32}

@@ -11,11 +11,12 @@ from ric.cli import main
 from tests.helpers import ROOT
 
 
-def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_path, capsys):
+def sft_recipe(tiny_model_dir, tmp_path, **changes) -> Path:
+    """recipes/hh_rlhf/sft.yaml on the tiny model and the local HH-RLHF fixture."""
     sft = yaml.safe_load((ROOT / "recipes/hh_rlhf/sft.yaml").read_text())
     sft.update(
         model_name_or_path=str(tiny_model_dir),
-        load_in_8bit=False,
+        load_in_8bit=changes.pop("load_in_8bit", False),
         dtype="float32",
         dataset_name=str(ROOT / "tests/assets/hh_rlhf"),
         rewards=["positivity", "conciseness"],
@@ -30,9 +31,26 @@ def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_p
         max_length=256,
         logging_steps=1,
         eval_num_prompts=2,
+        **changes,
     )
     path = tmp_path / "sft.yaml"
     path.write_text(yaml.safe_dump(sft))
+    return path
+
+
+def test_sft_keeps_an_fp32_adapter_on_an_8bit_base(tiny_model_dir, tmp_path):
+    """SFTTrainer casts the LoRA of a quantized base to bf16; the run casts it back (adapter_dtype)."""
+    from safetensors.torch import load_file
+
+    path = sft_recipe(tiny_model_dir, tmp_path, load_in_8bit=True, adapter_dtype="float32")
+    assert main(["prepare", str(path)]) == 0 and main(["train", str(path)]) == 0
+    saved = load_file(str(tmp_path / "sft" / "adapter" / "adapter_model.safetensors"))
+    assert saved and {v.dtype for v in saved.values()} == {torch.float32}
+    assert (tmp_path / "sft" / "merged" / "config.json").exists()
+
+
+def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_path, capsys):
+    path = sft_recipe(tiny_model_dir, tmp_path)
     assert main(["run", str(path)]) == 0
     run = tmp_path / "sft"
     import datasets
