@@ -81,6 +81,14 @@ class DiffusionConfig:
     lr_warmup_steps: int = field(default=0, metadata={"help": "Warm-up steps."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank on to_q/to_k/to_v/to_out.0."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    train_text_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train a LoRA (same rank and alpha) on the text encoder's attention projections "
+            "(q_proj, k_proj, v_proj, out_proj), as diffusers' LoRA scripts offer: the score tags are numbers, "
+            "which a text encoder that never learned to read them passes on only faintly."
+        },
+    )
     caption_dropout: float = field(
         default=0.1,
         metadata={"help": "Fraction of captions dropped to empty (paper: 10%, for classifier-free guidance)."},

@@ -62,15 +62,19 @@ def _latest_checkpoint(folder: Path):
     return (found[-1][1], found[-1][0]) if found else (None, 0)
 
 
-def lora_config(cfg):
+UNET_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_ENCODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def lora_config(cfg, targets=UNET_LORA_TARGETS):
     from peft import LoraConfig
 
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        init_lora_weights="gaussian",
-        target_modules=["to_k", "to_q", "to_v", "to_out.0"],
-    )
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, init_lora_weights="gaussian", target_modules=targets)
+
+
+def lora_modules(parts) -> dict:
+    """The modules that carry a trained LoRA, by the name their weights are saved under."""
+    return {"unet": parts.unet, **({"text_encoder": parts.text_encoder} if parts.train_text_encoder else {})}
 
 
 @dataclass
@@ -83,10 +87,12 @@ class Components:
     unet: object
     noise_scheduler: object
     weight_dtype: object
+    train_text_encoder: bool = False
 
 
 def load_components(base: str, cfg, accelerator) -> Components:
-    """The stock components of the pipeline `base`, frozen, with a LoRA on the UNet (trained in fp32)."""
+    """The stock components of the pipeline `base`, frozen, with a LoRA on the UNet (and, with
+    `train_text_encoder`, on the text encoder), trained in fp32."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -100,13 +106,18 @@ def load_components(base: str, cfg, accelerator) -> Components:
         module.requires_grad_(False)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     unet.add_adapter(lora_config(cfg))
-    for p in unet.parameters():  # LoRA parameters train in fp32 even under mixed precision
-        if p.requires_grad:
-            p.data = p.data.float()
+    if cfg.train_text_encoder:  # what transformers' add_adapter does (which asks for a newer PEFT)
+        from peft import inject_adapter_in_model
+
+        inject_adapter_in_model(lora_config(cfg, TEXT_ENCODER_LORA_TARGETS), text_encoder)
     vae.to(accelerator.device, dtype=weight_dtype)
     text_encoder.to(accelerator.device, dtype=weight_dtype)
     unet.to(accelerator.device, dtype=weight_dtype)
-    return Components(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype)
+    for module in (unet, text_encoder):  # LoRA parameters train in fp32 even under mixed precision
+        for p in module.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    return Components(tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype, cfg.train_text_encoder)
 
 
 def image_loader(rows, cfg):
@@ -140,6 +151,7 @@ def diffusion_loss(parts: Components, batch, captions, accelerator):
     with torch.no_grad():
         pixels = batch["pixel_values"].to(accelerator.device, dtype=parts.weight_dtype)
         latents = parts.vae.encode(pixels).latent_dist.sample() * parts.vae.config.scaling_factor
+    with torch.set_grad_enabled(parts.train_text_encoder and torch.is_grad_enabled()):
         encoder_hidden_states = parts.text_encoder(ids, return_dict=False)[0]
     noise = torch.randn_like(latents)
     scheduler = parts.noise_scheduler
@@ -179,7 +191,7 @@ class UNetLoRATrainer:
         )
         set_seed(cfg.seed)
         self.parts = load_components(resolve_pipeline(cfg.model_name_or_path), cfg, self.accelerator)
-        self.lora_params = [p for p in self.parts.unet.parameters() if p.requires_grad]
+        self.lora_params = [p for m in lora_modules(self.parts).values() for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.lora_params, lr=cfg.learning_rate)
         n = self.accelerator.num_processes
         lr_scheduler = get_scheduler(
@@ -191,6 +203,8 @@ class UNetLoRATrainer:
         self.parts.unet, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
             self.parts.unet, optimizer, image_loader(self.rows, cfg), lr_scheduler
         )
+        if cfg.train_text_encoder:
+            self.parts.text_encoder = self.accelerator.prepare(self.parts.text_encoder)
         self.checkpoints, self.history_file = run_dir / "checkpoints", run_dir / "train_history.json"
         self.global_step, self.history, self.resumed_from = 0, [], None
 
@@ -201,11 +215,14 @@ class UNetLoRATrainer:
         if last is None:
             return
         logger.warning("resuming diffusion training from %s", last)
-        _load_checkpoint(last, self.accelerator.unwrap_model(self.parts.unet), self.optimizer, self.lr_scheduler)
+        _load_checkpoint(last, self.unwrapped(), self.optimizer, self.lr_scheduler)
         torch.manual_seed(self.cfg.seed + step)  # fresh noise stream for the remaining steps
         history = read_json(self.history_file)["log"] if self.history_file.exists() else []
         self.global_step, self.resumed_from = step, str(last)
         self.history = [h for h in history if h["step"] <= step]
+
+    def unwrapped(self) -> dict:
+        return {name: self.accelerator.unwrap_model(m) for name, m in lora_modules(self.parts).items()}
 
     def step(self, batch) -> float:
         """One optimizer step (with accumulation) on a batch; the loss."""
@@ -229,10 +246,12 @@ class UNetLoRATrainer:
         if self.progress and self.accelerator.is_main_process:
             from tqdm.auto import tqdm
 
+            what = "the UNet and the text encoder" if cfg.train_text_encoder else "the UNet"
             bar = tqdm(
-                total=cfg.max_train_steps, initial=self.global_step, desc="training LoRA on the UNet", unit="step"
+                total=cfg.max_train_steps, initial=self.global_step, desc=f"training LoRA on {what}", unit="step"
             )
-        self.parts.unet.train()
+        for module in lora_modules(self.parts).values():
+            module.train()
         while self.global_step < cfg.max_train_steps:
             for batch in self.loader:
                 loss = self.step(batch)
@@ -246,7 +265,7 @@ class UNetLoRATrainer:
                     self.history.append({"step": self.global_step, "loss": loss})
                 if self.global_step % cfg.checkpointing_steps == 0 and self.accelerator.is_main_process:
                     _save_checkpoint(
-                        self.accelerator.unwrap_model(self.parts.unet),
+                        self.unwrapped(),
                         self.optimizer,
                         self.lr_scheduler,
                         self.checkpoints,
@@ -264,7 +283,7 @@ class UNetLoRATrainer:
         if not self.accelerator.is_main_process:
             return
         info = make_image_run_info(self.cfg, reward_stats)
-        save_lora(self.accelerator.unwrap_model(self.parts.unet), self.run_dir / "adapter", info)
+        save_lora(self.unwrapped(), self.run_dir / "adapter", info)
         info.save(self.run_dir)
         write_json(self.run_dir / "train_stats.json", stats)
         write_json(self.history_file, {"log": self.history})
@@ -291,6 +310,7 @@ def train_diffusion(run_dir, cfg, meter=None, progress: bool = True) -> dict:
         "log_history": trainer.history,
         "example_caption": trainer.captions[0],
         "caption_dropout": cfg.caption_dropout,
+        "lora_on": list(lora_modules(trainer.parts)),
     }
     trainer.save(reward_stats, stats)
     if meter is not None:
@@ -298,8 +318,9 @@ def train_diffusion(run_dir, cfg, meter=None, progress: bool = True) -> dict:
     return stats
 
 
-def _save_checkpoint(unet, optimizer, lr_scheduler, folder: Path, step: int, keep: int) -> None:
-    """LoRA weights (safetensors), optimizer and scheduler state (tensors and plain values, read back
+def _save_checkpoint(modules: dict, optimizer, lr_scheduler, folder: Path, step: int, keep: int) -> None:
+    """LoRA weights (safetensors, one file per module: lora.safetensors for the UNet,
+    text_encoder_lora.safetensors), optimizer and scheduler state (tensors and plain values, read back
     with `weights_only=True`): no pickled objects, unlike accelerate's save_state."""
     import shutil
 
@@ -312,10 +333,11 @@ def _save_checkpoint(unet, optimizer, lr_scheduler, folder: Path, step: int, kee
     tmp = folder / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()},
-        str(tmp / "lora.safetensors"),
-    )
+    for name, module in modules.items():
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(module).items()},
+            str(tmp / _checkpoint_file(name)),
+        )
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
     write_json(tmp / "state.json", {"global_step": step})
@@ -326,12 +348,17 @@ def _save_checkpoint(unet, optimizer, lr_scheduler, folder: Path, step: int, kee
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(folder: Path, unet, optimizer, lr_scheduler) -> None:
+def _checkpoint_file(name: str) -> str:
+    return "lora.safetensors" if name == "unet" else f"{name}_lora.safetensors"
+
+
+def _load_checkpoint(folder: Path, modules: dict, optimizer, lr_scheduler) -> None:
     import torch
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(unet, load_file(str(folder / "lora.safetensors")))
+    for name, module in modules.items():
+        set_peft_model_state_dict(module, load_file(str(folder / _checkpoint_file(name))))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     lr_scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
 
@@ -356,7 +383,7 @@ def make_image_run_info(cfg, reward_stats: dict) -> RunInfo:
     )
 
 
-def save_lora(unet, target: Path, info: RunInfo) -> None:
+def save_lora(modules: dict, target: Path, info: RunInfo) -> None:
     """LoRA weights in diffusers' format + ric_run.json, written to a temporary folder then swapped in.
 
     Only the LoRA layers are saved: saving a whole pipeline with the LoRA attached writes
@@ -366,6 +393,9 @@ def save_lora(unet, target: Path, info: RunInfo) -> None:
     from peft.utils import get_peft_model_state_dict
 
     with atomic_dir(target) as tmp:
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        StableDiffusionPipeline.save_lora_weights(str(tmp), unet_lora_layers=layers, safe_serialization=True)
+        layers = {
+            f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+            for name, module in modules.items()
+        }
+        StableDiffusionPipeline.save_lora_weights(str(tmp), safe_serialization=True, **layers)
         info.save(tmp)

@@ -193,3 +193,34 @@ def test_aesthetic_reward_is_a_linear_head_on_normalised_clip_embeddings(tmp_pat
     assert scores == pytest.approx(expected.squeeze(-1).tolist(), abs=1e-5)
     with pytest.raises(ValueError, match="head"):
         get_reward("aesthetic", {"aesthetic": {"clip_model": str(clip_dir)}})
+
+
+def test_text_encoder_lora_trains_saves_resumes_and_reloads(smoke_recipe, tmp_path):
+    """train_text_encoder: a LoRA on the text encoder too, in the checkpoints and the saved weights, loaded
+    back by diffusers' own load_lora_weights (the text encoder's output changes with it)."""
+    from safetensors.torch import load_file
+
+    from ric.diffusion.generate import load_image_pipeline
+    from ric.diffusion.prepare import prepare_images
+    from ric.diffusion.train import train_diffusion
+
+    (cfg, _), _ = parse_run_args(["--train_text_encoder", "true"], smoke_recipe)
+    prepare_images(cfg.output_dir, cfg, progress=False)
+    cfg.max_train_steps = 2
+    train_diffusion(cfg.output_dir, cfg, progress=False)
+    assert (Path(cfg.output_dir) / "checkpoints/checkpoint-2/text_encoder_lora.safetensors").exists()
+    cfg.max_train_steps = 4
+    stats = train_diffusion(cfg.output_dir, cfg, progress=False)
+    assert stats["resumed_from"].endswith("checkpoint-2") and stats["lora_on"] == ["unet", "text_encoder"]
+    weights = load_file(str(Path(cfg.output_dir) / "adapter/pytorch_lora_weights.safetensors"))
+    text = {k: v for k, v in weights.items() if k.startswith("text_encoder.")}
+    assert text and any("q_proj" in k for k in text) and any(k.startswith("unet.") for k in weights)
+    assert any(".up." in k and v.abs().sum() > 0 for k, v in text.items()), "the text encoder's LoRA moved"
+
+    pipe, _ = load_image_pipeline(cfg.output_dir)
+    ids = pipe.tokenizer(["a plain red square <rm1> 1.0 <rm2> -1.0"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        with_lora = pipe.text_encoder(ids)[0]
+        pipe.unload_lora_weights()
+        without = pipe.text_encoder(ids)[0]
+    assert not torch.allclose(with_lora, without), "the saved text-encoder LoRA is loaded with the pipeline"
