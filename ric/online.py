@@ -173,7 +173,7 @@ def generate_online(
                     trim_truncated=args.trim_truncated,
                 )
             )
-            return [{**c, "response": r} for c, r in zip(chunk, out.texts)]
+            return [{**c, "response": r, "cut_by_budget": h} for c, r, h in zip(chunk, out.texts, out.hit_budget)]
         out = tally.add(
             generate_batched(
                 policy["model"],
@@ -189,7 +189,9 @@ def generate_online(
                 trim_truncated=args.trim_truncated,
             )
         )
-        return [{**c, "response": r} for c, r in zip(chunk, out.texts)]
+        # a draw that ran to the budget is cut, as in prepare: with eos_after_budget_cut false it trains
+        # without the end token, so the iteration does not teach the adapter to stop where the budget fell
+        return [{**c, "response": r, "cut_by_budget": h} for c, r, h in zip(chunk, out.texts, out.hit_budget)]
 
     rows = run_chunked(
         folder / "gen", items, args.generation_chunk_size, work, f"online {iteration}: generating", progress
@@ -242,6 +244,7 @@ def relabel(folder: Path, generated: list[dict], info, args, progress: bool = Tr
                 "desired_scores": [g["targets"] for g in rows],
                 "scores": raw.tolist(),
                 "normalized_scores": info.reward_stats.normalize(info.rewards, raw).tolist(),
+                "cut_by_budget": [bool(g.get("cut_by_budget", False)) for g in rows],  # older chunks: not cut
             }
         )
         atomic_save_dataset(scored, folder / "scored")
@@ -265,12 +268,20 @@ def select_training_rows(run_dir: Path, scored, train_rows, args, iteration: int
     if len(origin_index) > args.online_num_origin_samples:
         rng = np.random.default_rng(args.seed + iteration)
         origin_index = np.sort(rng.choice(origin_index, args.online_num_origin_samples, replace=False))
-    columns = ["prompt", "response", "normalized_scores"]
-    parts = [train_rows.select(origin_index.tolist()).select_columns(columns)]
+    columns = ["prompt", "response", "normalized_scores", "cut_by_budget"]
+    parts = [_with_cut_flag(train_rows.select(origin_index.tolist())).select_columns(columns)]
     for k in range(1, iteration + 1):
-        parts.append(datasets.load_from_disk(str(run_dir / "online" / f"iter_{k}" / "kept")).select_columns(columns))
+        kept = datasets.load_from_disk(str(run_dir / "online" / f"iter_{k}" / "kept"))
+        parts.append(_with_cut_flag(kept).select_columns(columns))
     mixture = datasets.concatenate_datasets(parts).shuffle(seed=args.seed + iteration)
     return mixture, kept_mask, origin_index
+
+
+def _with_cut_flag(rows):
+    """Rows with a `cut_by_budget` column (rows written before the flag existed: not cut)."""
+    if "cut_by_budget" in rows.column_names:
+        return rows
+    return rows.add_column("cut_by_budget", [False] * len(rows))
 
 
 def continue_training(run_dir: Path, mixture, previous: Path, model_args, args, iteration: int):

@@ -128,7 +128,8 @@ class RiCConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
             "help": "Train rows whose sampled answer the sampling budget cut (prepare's cut_by_budget column: "
             "the answer, trimmed to its last sentence, had not ended) with the end-of-sequence token, like "
             "every other row (the original code). False: without it, so the model learns their text but "
-            "not to stop where the sampler's budget stopped it. Offline stage only."
+            "not to stop where the sampler's budget stopped it. Online iterations flag their own generations "
+            "that ran to max_completion_length the same way, and keep the flag of the original rows they mix in."
         },
     )
     # --- generation (sampling responses, online augmentation, evaluation): GenerationConfig, and ----

@@ -218,3 +218,38 @@ def test_online_bad_inputs(tiny_recipe, tmp_path):
         bad.write_text(yaml.safe_dump({**recipe, key: value}))
         with pytest.raises(ValueError, match=fragment):
             parse_run_args([], str(bad))
+
+
+def test_budget_cut_flags_travel_into_the_online_mixture(tmp_path):
+    """The original rows keep their cut_by_budget flag and the online rows bring their own, so that with
+    eos_after_budget_cut false neither teaches the adapter to stop where a token budget fell."""
+    import datasets
+
+    from ric.online import select_training_rows
+    from tests.helpers import parse_run_args
+
+    (_, _, args, _), _ = parse_run_args(["--output_dir", str(tmp_path), "--online_num_origin_samples", "100"])
+    train_rows = datasets.Dataset.from_dict(
+        {
+            "prompt": [f"q{i}" for i in range(6)],
+            "response": [f"original {i}" for i in range(6)],
+            "normalized_scores": [[float(i), float(-i)] for i in range(6)],
+            "cut_by_budget": [i % 2 == 0 for i in range(6)],
+            "source": ["sample_0"] * 6,
+        }
+    )
+    scored = datasets.Dataset.from_dict(
+        {
+            "prompt": ["a", "b", "c"],
+            "response": ["online cut", "online ended", "online low"],
+            "normalized_scores": [[5.0, 5.0], [5.0, 5.0], [-9.0, -9.0]],
+            "cut_by_budget": [True, False, False],
+        }
+    )
+    (tmp_path / "online/iter_1").mkdir(parents=True)
+    mixture, kept, _ = select_training_rows(tmp_path, scored, train_rows, args, 1)
+    assert kept.tolist() == [True, True, False]
+    flags = dict(zip(mixture["response"], mixture["cut_by_budget"]))
+    assert flags["online cut"] is True and flags["online ended"] is False and "online low" not in flags
+    assert all(flags[f"original {i}"] == (i % 2 == 0) for i in range(6) if f"original {i}" in flags)
+    assert any(r.startswith("original") for r in flags)
