@@ -122,6 +122,15 @@ class RiCConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
             "choices": list(PREFERENCE_METHODS),
         },
     )
+    group_rows_by_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch the rows of one prompt together (its answers at different scores, e.g. one draw cut at "
+            "two budgets): the prompts are shuffled every epoch and each brings all its rows into the same "
+            "batch, so a step sees answers that differ in their tags side by side. False: rows drawn at "
+            "random (the original code)."
+        },
+    )
     eos_after_budget_cut: bool = field(
         default=True,
         metadata={

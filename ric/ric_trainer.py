@@ -73,6 +73,32 @@ def build_sft_dataset(
     )
 
 
+class PromptGroupSampler:
+    """Row indices, the rows of one prompt next to each other: every epoch the prompts are shuffled (seeded
+    with seed + epoch) and each yields its rows in a shuffled order, so a batch holds whole groups."""
+
+    def __init__(self, groups, seed: int = 0):
+        self.groups: dict = {}
+        for index, key in enumerate(groups):
+            self.groups.setdefault(key, []).append(index)
+        self.seed, self.epoch, self.size = seed, 0, len(groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed + self.epoch)
+        keys = list(self.groups)
+        for k in rng.permutation(len(keys)):
+            members = self.groups[keys[k]]
+            yield from (members[i] for i in rng.permutation(len(members)))
+
+
 class RiCTrainer(SFTTrainer):
     """TRL's `SFTTrainer` on prepared RiC rows (prompt, response, normalized_scores[, cut_by_budget]).
 
@@ -97,6 +123,8 @@ class RiCTrainer(SFTTrainer):
         **kwargs,
     ):
         eos = args.eos_after_budget_cut if eos_after_budget_cut is None else eos_after_budget_cut
+        # which rows answer the same prompt (group_rows_by_prompt batches them together)
+        self.row_groups = list(train_rows["prompt"])
         # the tagged prompt/completion rows, kept as built (SFTTrainer tokenizes its own copy)
         self.sft_rows = build_sft_dataset(
             train_rows, args.template, processing_class, system_prompt=args.system_prompt, eos_after_budget_cut=eos
@@ -111,6 +139,14 @@ class RiCTrainer(SFTTrainer):
         )
         # SFTTrainer casts the adapter of a quantized base to bf16; the optimizer does not exist yet
         cast_adapter(self.model, adapter_dtype)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if getattr(self.args, "group_rows_by_prompt", False):
+            size = len(train_dataset if train_dataset is not None else self.train_dataset)
+            if size != len(self.row_groups):
+                raise RuntimeError(f"group_rows_by_prompt: {size} training rows but {len(self.row_groups)} prompts")
+            return PromptGroupSampler(self.row_groups, seed=self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
 
 def train_adapter(

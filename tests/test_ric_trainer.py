@@ -168,3 +168,43 @@ def test_adapter_dtype_under_8bit_loading(prepared, smol_tokenizer, tmp_path, ad
     save_adapter(trainer.model, smol_tokenizer, info, tmp_path / "adapter")
     saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     assert {v.dtype for v in saved.values()} == {dtype}
+
+
+def test_group_rows_by_prompt_batches_a_prompts_rows_together(prepared, smol_tokenizer, tmp_path):
+    import dataclasses
+
+    from ric.models import load_causal_lm
+    from ric.ric_trainer import PromptGroupSampler, RiCTrainer
+
+    import datasets
+
+    _, _, args, _, _ = prepared
+    one, _, _ = load_prepared(args.output_dir)
+    longer = one.map(lambda r: {"response": r["response"] + " And more."})
+    train = datasets.concatenate_datasets([one, longer]).shuffle(seed=0)  # two rows per prompt, scattered
+    groups = list(train["prompt"])
+    sampler = PromptGroupSampler(groups, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(groups)))
+    seen = [groups[i] for i in order]
+    runs = [p for k, p in enumerate(seen) if k == 0 or seen[k - 1] != p]
+    assert len(runs) == len(set(groups)), "each prompt's rows come one after another"
+    sampler.set_epoch(1)
+    assert list(sampler) != order and sorted(sampler) == sorted(order), "a new order every epoch"
+
+    grouped = dataclasses.replace(args, output_dir=str(tmp_path), group_rows_by_prompt=True, report_to="none")
+    model = load_causal_lm(prepared[0].model_name_or_path, device="cpu")
+    trainer = RiCTrainer(model, args=grouped, train_rows=train, processing_class=smol_tokenizer)
+    assert isinstance(trainer._get_train_sampler(), PromptGroupSampler)
+    batch = next(iter(trainer.get_train_dataloader()))
+    texts = smol_tokenizer.batch_decode(batch["input_ids"])
+    firsts = [next(p for p in set(groups) if p in t) for t in texts]
+    runs = [p for k, p in enumerate(firsts) if k == 0 or firsts[k - 1] != p]
+    assert len(runs) == len(set(runs)) and len(runs) < len(firsts), "a batch holds whole groups, not scattered rows"
+    plain = RiCTrainer(
+        model,
+        args=dataclasses.replace(grouped, group_rows_by_prompt=False),
+        train_rows=train,
+        processing_class=smol_tokenizer,
+    )
+    assert not isinstance(plain._get_train_sampler(), PromptGroupSampler)
