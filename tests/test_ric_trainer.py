@@ -173,10 +173,10 @@ def test_adapter_dtype_under_8bit_loading(prepared, smol_tokenizer, tmp_path, ad
 def test_group_rows_by_prompt_batches_a_prompts_rows_together(prepared, smol_tokenizer, tmp_path):
     import dataclasses
 
+    import datasets
+
     from ric.models import load_causal_lm
     from ric.ric_trainer import PromptGroupSampler, RiCTrainer
-
-    import datasets
 
     _, _, args, _, _ = prepared
     one, _, _ = load_prepared(args.output_dir)
