@@ -5,14 +5,18 @@ one batched decode answers every preference at once. A worker thread takes the f
 gathers the others that arrive less than `batch_window` seconds apart (up to `max_batch_size`, for at
 most 5 windows), groups them by model set-up (one group for RiC; one per mix or policy for Soups and
 MORLHF), and decodes each group with the KV cache: `StreamTap` draws each row's next token with the
-row's own temperature, top-p and seed and streams the row's text as it grows; a row ends at its end
-token, a turn marker, its `max_tokens`, or when its client has gone, and leaves the batch (its cache
-rows are dropped), so the forward passes shrink as answers finish. Requests that arrive while a batch
-runs wait for the next one."""
+row's own temperature, top-p and seed and streams the row's text as it grows. A row ends at its end
+token, a turn marker, its `max_tokens`, or when its client has gone: its answer is complete at once,
+and it leaves the batch (its cache rows are dropped). Requests of the same set-up that arrive while a
+batch decodes join it between two steps (continuous batching): they are prefilled on their own, their
+cache is left-padded to the running batch's length (or the batch's to theirs) and joined to it, so a
+finished row's place is taken instead of the batch running on with fewer rows. Requests of another
+set-up wait until the running batch is done."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -47,21 +51,39 @@ class GenRequest:
 
 
 class StreamTap:
-    """A logits processor that draws every row's next token (its own temperature, top-p and seed) and
-    streams the row's text as it grows; `finished[i]` tells the decode loop which rows are done."""
+    """Draws every row's next token (its own temperature, top-p and seed), streams the row's text as it
+    grows, and answers a row as soon as it ends; `finished[i]` tells the decode loop which rows are done.
+    Rows can be added while others decode (`add`)."""
 
     def __init__(self, requests: list[GenRequest], tokenizer, eos_ids: set[int], stop_markers=()):
         import torch
 
-        self.requests, self.tokenizer, self.eos_ids, self.stop_markers = requests, tokenizer, eos_ids, stop_markers
-        self.temperature = torch.tensor([max(r.temperature, 1e-6) for r in requests])
-        self.greedy = torch.tensor([r.temperature == 0 for r in requests])
-        self.top_p = torch.tensor([r.top_p for r in requests], dtype=torch.float32)
-        self.generators = [torch.Generator().manual_seed(r.seed) if r.seed is not None else None for r in requests]
-        self.ids: list[list[int]] = [[] for _ in requests]
-        self.sent = [""] * len(requests)
-        self.finished = [False] * len(requests)
-        self.reason = ["length"] * len(requests)
+        self.tokenizer, self.eos_ids, self.stop_markers = tokenizer, eos_ids, stop_markers
+        self.requests: list[GenRequest] = []
+        self.temperature, self.top_p = torch.empty(0), torch.empty(0)
+        self.greedy = torch.empty(0, dtype=torch.bool)
+        self.generators: list = []
+        self.ids: list[list[int]] = []
+        self.sent: list[str] = []
+        self.finished: list[bool] = []
+        self.reason: list[str] = []
+        self.add(requests)
+
+    def add(self, requests: list[GenRequest]) -> list[int]:
+        """Rows for `requests`; returns their row indices."""
+        import torch
+
+        first = len(self.requests)
+        self.requests += requests
+        self.temperature = torch.cat([self.temperature, torch.tensor([max(r.temperature, 1e-6) for r in requests])])
+        self.greedy = torch.cat([self.greedy, torch.tensor([r.temperature == 0 for r in requests], dtype=torch.bool)])
+        self.top_p = torch.cat([self.top_p, torch.tensor([r.top_p for r in requests], dtype=torch.float32)])
+        self.generators += [torch.Generator().manual_seed(r.seed) if r.seed is not None else None for r in requests]
+        self.ids += [[] for _ in requests]
+        self.sent += [""] * len(requests)
+        self.finished += [False] * len(requests)
+        self.reason += ["length"] * len(requests)
+        return list(range(first, len(self.requests)))
 
     def draw(self, scores, rows):
         """The next token of each of `rows` (tap row indices), from their logits `scores` (one row each)."""
@@ -110,12 +132,15 @@ class StreamTap:
             self.finish(row, "length")
 
     def finish(self, row: int, reason: str) -> None:
+        """The row's answer is complete: its client gets it now, not when the whole batch is done."""
         self.finished[row], self.reason[row] = True, reason
+        self.requests[row].emit("done", reason, self.sent[row], len(self.ids[row]))
 
     def close(self) -> None:
-        """Every row's final event, once generation has returned."""
-        for row, request in enumerate(self.requests):
-            request.emit("done", self.reason[row], self.sent[row], len(self.ids[row]))
+        """The final event of every row still open (after a failure or a stop mid-decode)."""
+        for row in range(len(self.requests)):
+            if not self.finished[row]:
+                self.finish(row, self.reason[row])
 
 
 class BatchingEngine:
@@ -129,6 +154,7 @@ class BatchingEngine:
         self.stop_markers = STOP_MARKERS.get(generator.info.template, ())
         self.eos_ids = eos_ids(generator.model, generator.tokenizer)
         self.waiting: queue.Queue = queue.Queue()
+        self.deferred: collections.deque = collections.deque()  # another set-up's requests, for the next batch
         self.lock = threading.Lock()
         self.stats = {
             "requests": 0,
@@ -139,6 +165,7 @@ class BatchingEngine:
             "queued": 0,
             "running": 0,
             "generated_tokens": 0,
+            "joined_running_batch": 0,
         }
         self.batch_sizes: dict[int, int] = {}
         self.stopping = threading.Event()
@@ -165,8 +192,15 @@ class BatchingEngine:
         self.waiting.put(None)
         self.thread.join(timeout=60)
 
+    def _take(self, timeout: float | None = None):
+        """The next request (those set aside by a running batch first); None when closing. Raises
+        queue.Empty when `timeout` passes."""
+        if self.deferred:
+            return self.deferred.popleft()
+        return self.waiting.get() if timeout is None else self.waiting.get(timeout=timeout)
+
     def _gather(self) -> list[GenRequest]:
-        first = self.waiting.get()
+        first = self._take()
         if first is None:
             return []
         # the window slides: it closes `batch_window` after the latest arrival (at most 5 windows in all),
@@ -178,7 +212,7 @@ class BatchingEngine:
             if remaining <= 0:
                 break
             try:
-                item = self.waiting.get(timeout=remaining)
+                item = self._take(timeout=remaining)
             except queue.Empty:
                 break
             if item is None:
@@ -188,78 +222,139 @@ class BatchingEngine:
             last = time.monotonic()
         return batch
 
+    def _admit(self, key: str, room: int) -> list[GenRequest]:
+        """Waiting requests of set-up `key` that can join the running batch now (at most `room`); those of
+        another set-up are set aside for the next batch, and while any is, nothing joins (no starvation)."""
+        admitted: list[GenRequest] = []
+        while len(admitted) < room and not self.deferred:
+            try:
+                item = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self.waiting.put(None)
+                break
+            if item.condition.key == key and not item.cancelled.is_set():
+                admitted.append(item)
+            else:
+                self.deferred.append(item)
+        if admitted:
+            with self.lock:
+                self.stats["queued"] -= len(admitted)
+                self.stats["running"] += len(admitted)
+                self.stats["joined_running_batch"] += len(admitted)
+        return admitted
+
     def _work(self) -> None:
         while not self.stopping.is_set():
             batch = self._gather()
             if not batch:
                 continue
-            with self.lock:
-                self.stats["queued"] -= len(batch)
-                self.stats["running"] += len(batch)
-            try:
-                for key in dict.fromkeys(r.condition.key for r in batch):
-                    self._run([r for r in batch if r.condition.key == key])
-            finally:
-                with self.lock:
-                    self.stats["running"] -= len(batch)
+            for key in dict.fromkeys(r.condition.key for r in batch):
+                self._run([r for r in batch if r.condition.key == key])
 
     def _run(self, group: list[GenRequest]) -> None:
+        with self.lock:
+            self.stats["queued"] -= len(group)
+            self.stats["running"] += len(group)
         live = [r for r in group if not r.cancelled.is_set()]
         for request in group:
             if request.cancelled.is_set():
                 request.emit("done", "cancelled", "", 0)
-        with self.lock:
-            self.stats["cancelled"] += len(group) - len(live)
-        if not live:
-            return
+        tap = StreamTap(live, self.generator.tokenizer, self.eos_ids, self.stop_markers)
+        largest = len(live)
         try:
-            tap = self._generate(live)
-        except Exception as err:  # a failed batch answers each of its requests, and the engine goes on
+            if live:
+                largest = self._decode(tap)
+        except Exception as err:  # a failed batch answers each of its open requests, and the engine goes on
             logger.exception("generation failed")
-            for request in live:
-                request.emit("error", f"{type(err).__name__}: {err}")
-            return
+            for row, request in enumerate(tap.requests):
+                if not tap.finished[row]:
+                    tap.finished[row] = True
+                    request.emit("error", f"{type(err).__name__}: {err}")
+        finally:
+            with self.lock:
+                self.stats["running"] -= len(group) - len(live) + len(tap.requests)
+                self.stats["cancelled"] += len(group) - len(live)
+                if tap.requests:
+                    self.stats["batches"] += 1
+                    self.stats["rows"] += len(tap.requests)
+                    self.stats["largest_batch"] = max(self.stats["largest_batch"], largest)
+                    self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
+                    self.stats["generated_tokens"] += sum(len(ids) for ids in tap.ids)
+                    self.stats["cancelled"] += sum(reason == "cancelled" for reason in tap.reason)
         tap.close()
-        with self.lock:
-            self.stats["batches"] += 1
-            self.stats["rows"] += len(live)
-            self.stats["largest_batch"] = max(self.stats["largest_batch"], len(live))
-            self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
-            self.stats["generated_tokens"] += sum(len(ids) for ids in tap.ids)
-            self.stats["cancelled"] += sum(reason == "cancelled" for reason in tap.reason)
 
-    def _generate(self, group: list[GenRequest]) -> StreamTap:
-        import torch
+    def _prefill(self, texts: list[str]):
+        """(next-token logits, cache, attention mask, last positions) of new rows, left-padded."""
         from transformers import DynamicCache
 
-        generator = self.generator
-        generator.activate(group[0].condition.key)
-        tokenizer, model = generator.tokenizer, generator.model
+        tokenizer, model = self.generator.tokenizer, self.generator.model
         tokenizer.padding_side = "left"
         device = next(model.parameters()).device
-        enc = tokenizer([r.text for r in group], return_tensors="pt", padding=True).to(device)
-        tap = StreamTap(group, tokenizer, self.eos_ids, self.stop_markers)
+        enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
         mask = enc["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        rows = torch.arange(len(group))  # the tap row of each batch row still decoding
         cache = DynamicCache()
+        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, past_key_values=cache)
+        return out.logits[:, -1, :], cache, mask, positions[:, -1:]
+
+    def _decode(self, tap: StreamTap) -> int:
+        """Decode the tap's rows with the KV cache until every row has ended, letting requests of the same
+        set-up join between steps; returns the largest number of rows decoded together."""
+        import torch
+
+        key = tap.requests[0].condition.key
+        self.generator.activate(key)
+        model = self.generator.model
+        device = next(model.parameters()).device
+        largest = len(tap.requests)
         with torch.inference_mode():
-            out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, past_key_values=cache)
-            for _ in range(max(r.max_tokens for r in group)):
-                tokens = tap.step(out.logits[:, -1, :], rows)
-                keep = torch.tensor([not tap.finished[row] for row in rows.tolist()])
-                if not keep.any():
-                    break
+            logits, cache, mask, last = self._prefill([r.text for r in tap.requests])
+            rows = torch.arange(len(tap.requests))  # the tap row of each batch row still decoding
+            while len(rows):
+                tokens = tap.step(logits, rows)
+                keep = torch.tensor([not tap.finished[row] for row in rows.tolist()], dtype=torch.bool)
                 if not keep.all():  # finished rows leave the batch and its cache
                     index = keep.nonzero().squeeze(1)
-                    cache.batch_select_indices(index.to(device))
-                    rows, tokens, mask, positions = rows[index], tokens[index], mask[index], positions[index]
-                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-                positions = positions[:, -1:] + 1
-                out = model(
-                    input_ids=tokens[:, None].to(device),
-                    attention_mask=mask,
-                    position_ids=positions,
-                    past_key_values=cache,
-                )
-        return tap
+                    rows, tokens, mask, last = rows[index], tokens[index], mask[index], last[index]
+                    if len(rows):
+                        cache.batch_select_indices(index.to(device))
+                if len(rows):
+                    mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+                    last = last + 1
+                    ids = tokens[:, None].to(device)
+                    out = model(input_ids=ids, attention_mask=mask, position_ids=last, past_key_values=cache)
+                    logits = out.logits[:, -1, :]
+                joining = self._admit(key, self.max_batch_size - len(rows))
+                if joining:
+                    new_rows = torch.tensor(tap.add(joining))
+                    new_logits, new_cache, new_mask, new_last = self._prefill([r.text for r in joining])
+                    if len(rows):
+                        cache, mask = join_caches(cache, mask, new_cache, new_mask)
+                        logits, last = torch.cat([logits, new_logits]), torch.cat([last, new_last])
+                        rows = torch.cat([rows, new_rows])
+                    else:
+                        cache, mask, logits, last, rows = new_cache, new_mask, new_logits, new_last, new_rows
+                largest = max(largest, len(rows))
+        return largest
+
+
+def join_caches(cache, mask, other, other_mask):
+    """One batch of two left-padded KV caches (and attention masks) of possibly different lengths: the
+    shorter is padded on the left, where its mask is 0, so no row attends to the padding."""
+    import torch
+
+    def pad(tensor, width: int, dim: int):
+        if width == 0:
+            return tensor
+        shape = list(tensor.shape)
+        shape[dim] = width
+        return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+    length, other_length = mask.shape[1], other_mask.shape[1]
+    grow, other_grow = max(0, other_length - length), max(0, length - other_length)
+    for layer, new in zip(cache.layers, other.layers):
+        layer.keys = torch.cat([pad(layer.keys, grow, 2), pad(new.keys, other_grow, 2)])
+        layer.values = torch.cat([pad(layer.values, grow, 2), pad(new.values, other_grow, 2)])
+    return cache, torch.cat([pad(mask, grow, 1), pad(other_mask, other_grow, 1)])
