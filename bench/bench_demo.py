@@ -1,6 +1,7 @@
 """The demo recipe from scratch on this machine: wall-clock, stages, front, preference-following.
 
     python bench/bench_demo.py [--seeds 0,1,2] [--recipe recipes/demo/ric.yaml] [--name demo] [extra ric run flags...]
+    python bench/bench_demo.py --seeds 0,1,2 --name demo --summarize   (the summary of runs already made)
 
 Each seed runs `ric run RECIPE --seed S` in its own empty run directory (runs/<name>-seed<S>) and
 writes bench/results/<name>_seed<S>.json; with several seeds, bench/results/<name>_seeds.json holds
@@ -86,7 +87,16 @@ def main():
     parser.add_argument("--recipe", default=str(ROOT / "recipes/demo/ric.yaml"))
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--name", default="demo")
+    parser.add_argument(
+        "--summarize", action="store_true", help="run nothing: summarise the per-seed files already written"
+    )
     a, extra = parser.parse_known_args()
+    if a.summarize:
+        seeds = [int(s) for s in a.seeds.split(",")]
+        per_seed = [json.loads((RESULTS / f"{a.name}_seed{s}.json").read_text()) for s in seeds]
+        (RESULTS / f"{a.name}_seeds.json").write_text(json.dumps(summary(per_seed), indent=2) + "\n")
+        print(json.dumps(summary(per_seed), indent=2))
+        return
     t0 = time.time()
     from ric.models import bundled_model_path
 
