@@ -51,6 +51,31 @@ def add(*entries: dict) -> dict:
     return {k: round(sum(e[k] for e in entries), 1) for k in entries[0]}
 
 
+def offline_checkpoints(run_dir: Path) -> list[int]:
+    """The steps of the offline trainer checkpoints kept before its last step."""
+    last = json.loads((run_dir / "train_stats.json").read_text())["global_step"]
+    found = [int(p.name.split("-")[1]) for p in (run_dir / "checkpoints/offline").glob("checkpoint-*")]
+    return sorted(s for s in found if s < last)
+
+
+def evaluate_once(keep: bool, run_dir: Path, adapter: Path, name: str) -> None:
+    """`ric evaluate` of one adapter into RUN_DIR/name; with --keep a finished one is not evaluated again
+    (the command would load the model again and meter that too)."""
+    if keep and (run_dir / name / "pareto.json").exists():
+        return
+    ric("evaluate", str(run_dir), "--adapter", str(adapter), "--eval_dir", str(run_dir / name))
+
+
+def following(points, names) -> dict | None:
+    """Preference-following of a front of at least 3 points (Spearman of w_i against mean reward i)."""
+    from ric.pareto import preference_following
+
+    if len(points) < 3:
+        return None
+    values = preference_following([p["preference"] for p in points], [[p["mean"][n] for n in names] for p in points])
+    return dict(zip(names, values))
+
+
 def hypervolume_of(points, names, reference) -> float:
     from ric.pareto import hypervolume
 
@@ -69,6 +94,11 @@ def main():
             shutil.rmtree(d, ignore_errors=True)
     started = time.time()
     ric("run", "recipes/demo/ric.yaml", "--output_dir", str(dirs["ric"]), *extra)
+    steps = offline_checkpoints(dirs["ric"])
+    for step in steps:  # RiC before the end of its offline training, as MORLHF after fewer points
+        evaluate_once(
+            a.keep, dirs["ric"], dirs["ric"] / "checkpoints/offline" / f"checkpoint-{step}", f"eval_step_{step}"
+        )
     for k in range(1, a.online + 1):
         ric(
             "train",
@@ -78,14 +108,7 @@ def main():
             "--num_online_iterations",
             str(k),
         )
-        ric(
-            "evaluate",
-            str(dirs["ric"]),
-            "--adapter",
-            str(dirs["ric"] / f"adapter_online_{k}"),
-            "--eval_dir",
-            str(dirs["ric"] / f"eval_online_{k}"),
-        )
+        evaluate_once(a.keep, dirs["ric"], dirs["ric"] / f"adapter_online_{k}", f"eval_online_{k}")
     for method in ("morlhf", "soups"):
         ric("run", f"recipes/demo/{method}.yaml", "--output_dir", str(dirs[method]), *extra)
     wall = round(time.time() - started, 1)
@@ -103,7 +126,16 @@ def main():
     reference = pareto["ric offline"]["hypervolume_reference"]
     stages = {m: compute(d) for m, d in dirs.items()}
 
-    curve = []  # (label, method, compute, hypervolume): what each model cost, everything counted
+    curve = []  # (label, method, compute, front): what each model cost, everything counted
+    last = json.loads((dirs["ric"] / "train_stats.json").read_text())["global_step"]
+    for step in steps:  # the offline training up to that step: its share of the training stage
+        spent = add(
+            cost(stages["ric"], ["prepare"]),
+            scaled(cost(stages["ric"], ["train"]), step / last),
+            cost(stages["ric"], [f"evaluate:eval_step_{step}"]),
+        )
+        front = json.loads((dirs["ric"] / f"eval_step_{step}" / "pareto.json").read_text())
+        curve.append((f"RiC offline, step {step}", "ric", spent, front))
     ric_base = cost(stages["ric"], ["prepare", "train"])
     curve.append(("RiC offline", "ric", add(ric_base, cost(stages["ric"], ["evaluate"])), pareto["ric offline"]))
     for k in range(1, a.online + 1):
@@ -130,7 +162,7 @@ def main():
                 "method": method,
                 "points": len(front["points"]),
                 "hypervolume": hypervolume_of(front["points"], names, reference),
-                "preference_following": front.get("preference_following") if len(front["points"]) > 2 else None,
+                "preference_following": following(front["points"], names),
                 **spent,
             }
         )

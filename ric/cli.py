@@ -95,7 +95,11 @@ def cmd_evaluate(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="ric evaluate", description="Pareto front of a trained run (any method).")
     parser.add_argument("run_dir")
-    parser.add_argument("--adapter", help="RiC runs: adapter folder to evaluate (default: the run's latest)")
+    parser.add_argument(
+        "--adapter",
+        help="RiC runs: adapter folder to evaluate, or a trainer checkpoint of the run "
+        "(RUN_DIR/checkpoints/offline/checkpoint-100); default: the run's latest",
+    )
     parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval)")
     known, rest = parser.parse_known_args(argv)
     stage, eval_dir = open_evaluation(known.run_dir, rest, known.adapter, known.eval_dir)
@@ -123,7 +127,9 @@ def cmd_generate(argv: list[str]) -> None:
     parser.add_argument("--num_inference_steps", type=int, help="text-to-image runs")
     parser.add_argument("--guidance_scale", type=float, help="text-to-image runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--adapter", help="RiC runs: adapter folder (default: the run's latest)")
+    parser.add_argument(
+        "--adapter", help="RiC runs: adapter folder or a trainer checkpoint of the run (default: the run's latest)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines with the targets or policy used")
     parser.add_argument("--out", help="text-to-image runs: where to write the image (one prompt)")
     known = parser.parse_args(argv)

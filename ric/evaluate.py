@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .generation import GENERATION_FLAGS, PolicyFront, load_policy, resolve_adapter
+from .generation import GENERATION_FLAGS, PolicyFront, adapter_info, load_policy, resolve_adapter
 from .inference import RiCGenerator
 from .preference import preference_grid, preference_to_targets
 from .report import FrontPoint, FrontSpec, evaluate_front
@@ -47,7 +47,7 @@ def evaluate(
     run_dir = Path(run_dir)
     info, folder = load_run_info(run_dir)
     adapter_dir = Path(adapter) if adapter else resolve_adapter(folder, info)
-    info, _ = load_run_info(adapter_dir)
+    info = adapter_info(adapter_dir, info)
     _, eval_rows, _ = load_prepared(run_dir)
     settings = {**info.generation, "seed": args.seed}
     settings.update({GENERATION_FLAGS[k]: v for k, v in (overrides or {}).items() if k in GENERATION_FLAGS})

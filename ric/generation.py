@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .report import FrontGenerator
-from .run_info import RunInfo
+from .run_info import RUN_INFO, RunInfo, load_run_info
 from .score_tags import add_score_tags
 
 logger = logging.getLogger(__name__)
@@ -290,6 +290,16 @@ def merge_for_inference(model) -> bool:
         return False
     model.merge_adapter()
     return True
+
+
+def adapter_info(adapter_dir: Path, run_info: RunInfo) -> RunInfo:
+    """The record an adapter folder is used with: its own ric_run.json, or for a trainer checkpoint of
+    the run (RUN_DIR/checkpoints/offline/checkpoint-100: adapter weights, no ric_run.json) the run's,
+    whose rewards, statistics, template and score range every adapter of the run shares."""
+    adapter_dir = Path(adapter_dir)
+    if (adapter_dir / RUN_INFO).exists() or not (adapter_dir / "adapter_config.json").exists():
+        return load_run_info(adapter_dir)[0]
+    return run_info
 
 
 def resolve_adapter(folder: Path, info: RunInfo) -> Path:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .generation import Condition, PolicyGenerator, load_policy, merge_for_inference, resolve_adapter
+from .generation import Condition, PolicyGenerator, adapter_info, load_policy, merge_for_inference, resolve_adapter
 from .preference import check_targets, parse_preference, preference_to_targets
 from .run_info import load_run_info
 
@@ -31,8 +31,8 @@ class RiCGenerator(PolicyGenerator):
         """Load a trained run: `run_dir` is a run directory (its latest adapter is used) or an adapter folder."""
         info, folder = load_run_info(run_dir)
         adapter_dir = Path(adapter) if adapter else resolve_adapter(folder, info)
-        adapter_info, _ = load_run_info(adapter_dir)
-        return cls(*load_policy(adapter_info, adapter_dir, device, merge=True), adapter_info)
+        info = adapter_info(adapter_dir, info)
+        return cls(*load_policy(info, adapter_dir, device, merge=True), info)
 
     def prepare_points(self) -> None:
         merge_for_inference(self.model)  # after the base model's answers: disable_adapter() would unmerge

@@ -125,6 +125,15 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     capsys.readouterr()
     assert main([*args, "--learning_rate", "0.1"]) == 2
     assert "--learning_rate does not change an evaluation" in capsys.readouterr().err
+    # a trainer checkpoint of the run (no ric_run.json of its own) is evaluated and answers as the run's
+    checkpoint = run / "checkpoints/offline/checkpoint-2"
+    assert (checkpoint / "adapter_config.json").exists() and not (checkpoint / "ric_run.json").exists()
+    assert main([*args[:-1], str(run / "eval_step2"), "--adapter", str(checkpoint)]) == 0
+    step2 = json.loads((run / "eval_step2/pareto.json").read_text())
+    assert step2["adapter"] == str(checkpoint) and len(step2["points"]) == 11
+    capsys.readouterr()
+    assert main(["generate", str(run), "--adapter", str(checkpoint), "--preference", "0.2,0.8", "hi", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["targets"] == line["targets"]
     # the evaluations are metered beside the stages of the run
     compute = json.loads((run / "compute.json").read_text())
     assert {"prepare", "train", "evaluate", "evaluate:eval1", "evaluate:eval_t"} <= set(compute["stages"])
