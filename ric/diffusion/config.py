@@ -93,6 +93,15 @@ class DiffusionConfig:
         default=0.1,
         metadata={"help": "Fraction of captions dropped to empty (paper: 10%, for classifier-free guidance)."},
     )
+    noise_offset: float = field(
+        default=0.0,
+        metadata={
+            "help": "Offset noise, as diffusers' training scripts offer: every image's noise gets a constant per "
+            "channel drawn with this std (0.1 is usual). Plain noise leaves an image's mean colour readable at "
+            "almost every step, so the UNet never learns to set it from the caption; with the offset it must. "
+            "0 (the paper's): off."
+        },
+    )
     mixed_precision: str = field(
         default="no", metadata={"help": "accelerate mixed precision.", "choices": ["no", "fp16", "bf16"]}
     )
@@ -114,6 +123,8 @@ class DiffusionConfig:
         if isinstance(self.rewards, str):
             self.rewards = [r for r in self.rewards.replace(" ", ",").split(",") if r]
         check_score_range(self)
+        if self.noise_offset < 0:
+            raise ValueError(f"noise_offset must be >= 0 (0 turns it off), got {self.noise_offset}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         for name in ("resolution", "train_batch_size", "max_train_steps", "lora_r", "num_inference_steps"):

@@ -168,8 +168,11 @@ def image_grid(front: ImageFront, captions, points, path: Path) -> None:
     """One row per caption, one column per preference (labelled with w1), from the saved images."""
     from PIL import Image, ImageDraw
 
-    first = Image.open(front.path(0, captions[0]))
-    h, w = first.height, first.width
+    with Image.open(front.path(0, captions[0])) as first:
+        size = first.size
+    # small images (a CPU demo's 32x32) are drawn larger, pixel for pixel, so that each column's label fits
+    scale = max(1, -(-64 // min(size)))
+    w, h = size[0] * scale, size[1] * scale
     label_w, head_h = 150, 16
     grid = Image.new("RGB", (label_w + w * len(points), head_h + h * len(captions)), "white")
     draw = ImageDraw.Draw(grid)
@@ -179,7 +182,8 @@ def image_grid(front: ImageFront, captions, points, path: Path) -> None:
         draw.text((4, head_h + r * h + h // 2 - 6), caption[:24], fill="black")
         for c in range(len(points)):
             with Image.open(front.path(c, caption)) as image:
-                grid.paste(image.convert("RGB"), (label_w + c * w, head_h + r * h))
+                cell = image.convert("RGB").resize((w, h), Image.NEAREST)
+                grid.paste(cell, (label_w + c * w, head_h + r * h))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     grid.save(tmp)

@@ -27,7 +27,28 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def build_components(seed: int = 0):
+def offset_noise(latents, noise_offset: float = 0.0, generator=None):
+    """Gaussian noise shaped like `latents`, plus a constant per image and channel of std `noise_offset`
+    (diffusers' `--noise_offset`): with it the noise also hides the image's mean colour."""
+    import torch
+
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    if noise_offset:
+        b, c = latents.shape[:2]
+        noise = noise + noise_offset * torch.randn(
+            (b, c, 1, 1), generator=generator, device=latents.device, dtype=latents.dtype
+        )
+    return noise
+
+
+def denoising_target(scheduler, latents, noise, timesteps):
+    """What the UNet learns to predict: the noise, or the velocity for a v-prediction scheduler."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    return noise
+
+
+def build_components(seed: int = 0, prediction_type: str = "v_prediction"):
     """(tokenizer, text encoder, VAE, UNet, training scheduler), random weights, from configs."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -73,7 +94,9 @@ def build_components(seed: int = 0):
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type
+    )
     return tokenizer, text_encoder, vae, unet, noise_scheduler
 
 
@@ -121,6 +144,7 @@ def train_denoiser(
     caption_dropout: float,
     seed: int,
     bar=None,
+    noise_offset: float = 0.0,
 ) -> list:
     import torch
 
@@ -140,10 +164,10 @@ def train_denoiser(
         ).input_ids
         hidden = text_encoder(ids, return_dict=False)[0]
         clean = latents[index]
-        noise = torch.randn(clean.shape, generator=generator)
+        noise = offset_noise(clean, noise_offset, generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
         pred = unet(noise_scheduler.add_noise(clean, noise, timesteps), timesteps, hidden, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = torch.nn.functional.mse_loss(pred, denoising_target(noise_scheduler, clean, noise, timesteps))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -166,8 +190,14 @@ def pretrain_pipeline(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    prediction_type: str = "v_prediction",
+    noise_offset: float = 0.1,
 ) -> dict:
-    """Train the shapes pipeline from scratch and save it (StableDiffusionPipeline layout) into `out`."""
+    """Train the shapes pipeline from scratch and save it (StableDiffusionPipeline layout) into `out`.
+
+    v-prediction (SD 2's objective) and offset noise by default: with plain noise prediction the
+    UNet can denoise an image's overall colour from the noisy latent itself at nearly every step, so
+    the caption barely steers it (measured: a "grey" caption still drew colourful images)."""
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -179,7 +209,7 @@ def pretrain_pipeline(
     rows = sample_rows(num_images, seed=10_000 + seed)  # not the demo's data seed: the RiC rows are new images
     images = [draw_shape(r["colour"], r["shape"], r["saturation"], r["detail"], r["seed"]) for r in rows]
     pixels = _pixels(images)
-    tokenizer, text_encoder, vae, unet, noise_scheduler = build_components(seed)
+    tokenizer, text_encoder, vae, unet, noise_scheduler = build_components(seed, prediction_type)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -205,6 +235,7 @@ def pretrain_pipeline(
         0.1,
         seed,
         bar,
+        noise_offset,
     )
     if bar is not None:
         bar.close()
@@ -226,6 +257,8 @@ def pretrain_pipeline(
         "unet_steps": unet_steps,
         "batch_size": batch_size,
         "seed": seed,
+        "prediction_type": prediction_type,
+        "noise_offset": noise_offset,
         "scaling_factor": scaling,
         "seconds": round(time.time() - start, 1),
         "vae_loss": vae_history,
@@ -235,11 +268,15 @@ def pretrain_pipeline(
     return stats
 
 
+# the cache folder's name changes with the pre-training recipe, so an older cached pipeline is not reused
+SHAPES_CACHE_NAME = "shapes-sd-v2"
+
+
 def shapes_pipeline_path(progress: bool = True) -> Path:
     """The trained bundled:shapes-sd pipeline folder, trained and cached on first use."""
     from ..models import cache_dir
 
-    target = cache_dir() / "models" / "shapes-sd"
+    target = cache_dir() / "models" / SHAPES_CACHE_NAME
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from ..preference import round1
 from ..report import plot_loss
 from ..run_info import RewardStats, RunInfo
 from ..rundir import atomic_dir, read_json, write_json
+from .pretrain import denoising_target, offset_noise
 from .tiny import resolve_pipeline
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def image_loader(rows, cfg):
     )
 
 
-def diffusion_loss(parts: Components, batch, captions, accelerator):
+def diffusion_loss(parts: Components, batch, captions, accelerator, noise_offset: float = 0.0):
     """The noise-prediction (or v-prediction) MSE of one batch."""
     import torch
 
@@ -153,17 +154,13 @@ def diffusion_loss(parts: Components, batch, captions, accelerator):
         latents = parts.vae.encode(pixels).latent_dist.sample() * parts.vae.config.scaling_factor
     with torch.set_grad_enabled(parts.train_text_encoder and torch.is_grad_enabled()):
         encoder_hidden_states = parts.text_encoder(ids, return_dict=False)[0]
-    noise = torch.randn_like(latents)
+    noise = offset_noise(latents, noise_offset)
     scheduler = parts.noise_scheduler
     timesteps = torch.randint(
         0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
     ).long()
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    target = (
-        scheduler.get_velocity(latents, noise, timesteps)
-        if scheduler.config.prediction_type == "v_prediction"
-        else noise
-    )
+    target = denoising_target(scheduler, latents, noise, timesteps)
     pred = parts.unet(noisy, timesteps, encoder_hidden_states, return_dict=False)[0]
     return torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="mean")
 
@@ -232,7 +229,7 @@ class UNetLoRATrainer:
                 "" if dropped(cfg.seed, self.global_step, i, cfg.caption_dropout) else self.captions[i]
                 for i in batch["indices"]
             ]
-            loss = diffusion_loss(self.parts, batch, captions, accelerator)
+            loss = diffusion_loss(self.parts, batch, captions, accelerator, cfg.noise_offset)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(self.lora_params, 1.0)
@@ -310,6 +307,8 @@ def train_diffusion(run_dir, cfg, meter=None, progress: bool = True) -> dict:
         "log_history": trainer.history,
         "example_caption": trainer.captions[0],
         "caption_dropout": cfg.caption_dropout,
+        "noise_offset": cfg.noise_offset,
+        "prediction_type": trainer.parts.noise_scheduler.config.prediction_type,
         "lora_on": list(lora_modules(trainer.parts)),
     }
     trainer.save(reward_stats, stats)

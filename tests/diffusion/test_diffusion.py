@@ -82,6 +82,10 @@ def test_smoke_recipe_end_to_end(smoke_recipe, tmp_path, capsys):
     assert stats["rewards"] == ["compressibility", "colorfulness"]
     assert (run / "adapter/pytorch_lora_weights.safetensors").exists() and (run / "adapter/ric_run.json").exists()
     assert (run / "eval/image_grid.png").exists() and (run / "eval/pareto.png").exists()
+    from PIL import Image
+
+    with Image.open(run / "eval/image_grid.png") as grid:  # 32x32 images drawn at 64x64 beside the labels
+        assert grid.width == 150 + 11 * 64
     pareto = json.loads((run / "eval/pareto.json").read_text())
     assert len(pareto["points"]) == 11 and pareto["method"] == "diffusion"
     assert pareto["base"] is not None, "the base pipeline (LoRA off, untagged captions) is a point too"
@@ -224,3 +228,31 @@ def test_text_encoder_lora_trains_saves_resumes_and_reloads(smoke_recipe, tmp_pa
         pipe.unload_lora_weights()
         without = pipe.text_encoder(ids)[0]
     assert not torch.allclose(with_lora, without), "the saved text-encoder LoRA is loaded with the pipeline"
+
+
+def test_offset_noise_hides_the_mean_colour_and_zero_is_plain_noise():
+    from ric.diffusion.pretrain import offset_noise
+
+    latents = torch.zeros(256, 4, 16, 16)
+    plain = offset_noise(latents, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randn(latents.shape, generator=torch.Generator().manual_seed(0)))
+    shifted = offset_noise(latents, 1.0, torch.Generator().manual_seed(0))
+    # the per image and channel mean of plain noise has std 1/16 (256 values); with the offset about 1
+    assert plain.mean(dim=(2, 3)).std() < 0.1
+    assert 0.8 < shifted.mean(dim=(2, 3)).std() < 1.2
+    # the same seed draws the same pixel noise first; the offset is one constant per image and channel
+    offset = (shifted - plain)[:, :, :1, :1]
+    assert torch.allclose(shifted - plain, offset.expand_as(shifted), atol=1e-5)
+
+
+def test_noise_offset_trains_and_is_recorded(smoke_recipe, tmp_path):
+    from ric.diffusion.prepare import prepare_images
+    from ric.diffusion.train import train_diffusion
+
+    (cfg, _), _ = parse_run_args(["--noise_offset", "0.1", "--max_train_steps", "2"], smoke_recipe)
+    assert cfg.noise_offset == 0.1
+    prepare_images(cfg.output_dir, cfg, progress=False)
+    stats = train_diffusion(cfg.output_dir, cfg, progress=False)
+    assert stats["global_step"] == 2 and stats["noise_offset"] == 0.1
+    with pytest.raises(ValueError, match="noise_offset must be >= 0"):
+        parse_run_args(["--noise_offset", "-0.1"], smoke_recipe)
