@@ -5,7 +5,7 @@ Two phases, both plain PyTorch over stock diffusers / transformers components:
 1. the VAE (AutoencoderKL, one downsampling: 32x32 RGB -> 16x16x4 latents) learns to reconstruct the
    images (MSE + a small KL term); its `scaling_factor` is set to 1 / std of the latents, as SD's;
 2. the UNet (UNet2DConditionModel with cross-attention) and the CLIP text encoder learn to denoise
-   the latents given the caption (DDPM noise prediction, 10 % of captions dropped for
+   the latents given the caption (DDPM v-prediction with offset noise, 10 % of captions dropped for
    classifier-free guidance).
 
 The result is saved as a StableDiffusionPipeline folder (DDIM scheduler for generation), which

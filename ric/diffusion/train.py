@@ -2,10 +2,10 @@
 
 Captions become `<caption> <rm1> s1 <rm2> s2` (scores rounded to 1 decimal); a seeded 10% are
 dropped to "" for classifier-free guidance; PEFT LoRA on the UNet's to_q/to_k/to_v/to_out.0, the
-noise-prediction loss, accelerate for devices and mixed precision, checkpoints every
-`checkpointing_steps` (safetensors + tensor-only optimizer state) and resume from the last one. The
-run directory then holds adapter/ (pytorch_lora_weights.safetensors + ric_run.json),
-train_stats.json and train_loss.png.
+noise- or v-prediction loss (the base scheduler's `prediction_type`), optional offset noise,
+accelerate for devices and mixed precision, checkpoints every `checkpointing_steps` (safetensors +
+tensor-only optimizer state) and resume from the last one. The run directory then holds adapter/
+(pytorch_lora_weights.safetensors + ric_run.json), train_stats.json and train_loss.png.
 """
 
 from __future__ import annotations
