@@ -1,7 +1,7 @@
 """`ric serve` under load: generated tokens/s and p50 / p99 latency at concurrency 1, 4, 16, 32 with
 mixed preferences, on a trained run (default: the demo's), against the server on a loopback port.
 
-    python bench/bench_serve.py [--run runs/demo-seed0] [--levels 1,4,16,32] [--requests 32] [--max-tokens 48]
+    python bench/bench_serve.py [--run runs/demo-seed0] [--levels 1,4,16,32] [--requests 128] [--max-tokens 48]
         [--llama_cpp] [--upstream URL --upstream-model NAME]
 
 Each level runs closed-loop clients (each sends its next request when its answer is back) until
@@ -48,7 +48,7 @@ PROMPTS = [
 def level(url: str, model: str, concurrency: int, requests: int, seconds: float, max_tokens: int) -> dict:
     import openai
 
-    latencies, tokens, lock, count = [], [], threading.Lock(), [0]
+    latencies, tokens, lock, count, refused = [], [], threading.Lock(), [0], []
     deadline = time.monotonic() + seconds
     total = max(requests, 2 * concurrency)
 
@@ -62,12 +62,18 @@ def level(url: str, model: str, concurrency: int, requests: int, seconds: float,
                 count[0] += 1
             w1 = (k % 11) / 10
             start = time.monotonic()
-            answer = api.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": PROMPTS[k % len(PROMPTS)]}],
-                max_tokens=max_tokens,
-                extra_body={"preference": [w1, round(1 - w1, 1)]},
-            )
+            try:
+                answer = api.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": PROMPTS[k % len(PROMPTS)]}],
+                    max_tokens=max_tokens,
+                    extra_body={"preference": [w1, round(1 - w1, 1)]},
+                )
+            except openai.APIStatusError as err:  # counted (a 429 here means the server's limits bit), not fatal
+                with lock:
+                    refused.append(err.status_code)
+                time.sleep(float(err.response.headers.get("retry-after", 1)))
+                continue
             with lock:
                 latencies.append(time.monotonic() - start)
                 tokens.append(answer.usage.completion_tokens)
@@ -83,6 +89,7 @@ def level(url: str, model: str, concurrency: int, requests: int, seconds: float,
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
+        "refused": {str(code): refused.count(code) for code in sorted(set(refused))},
         "wall_seconds": round(wall, 2),
         "generated_tokens": sum(tokens),
         "tokens_per_second": round(sum(tokens) / wall, 1),
@@ -130,7 +137,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", default=str(ROOT / "runs/demo-seed0"))
     parser.add_argument("--levels", default="1,4,16,32", help="comma-separated concurrency levels")
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=128, help="answers per level (at least 2 per client)")
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--llama_cpp", action="store_true")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import queue
 import threading
@@ -55,10 +56,11 @@ class StreamTap:
     grows, and answers a row as soon as it ends; `finished[i]` tells the decode loop which rows are done.
     Rows can be added while others decode (`add`)."""
 
-    def __init__(self, requests: list[GenRequest], tokenizer, eos_ids: set[int], stop_markers=()):
+    def __init__(self, requests: list[GenRequest], tokenizer, eos_ids: set[int], stop_markers=(), on_finish=None):
         import torch
 
         self.tokenizer, self.eos_ids, self.stop_markers = tokenizer, eos_ids, stop_markers
+        self.on_finish = on_finish  # (row, reason) when a row's answer is complete: the engine's counters
         self.requests: list[GenRequest] = []
         self.temperature, self.top_p = torch.empty(0), torch.empty(0)
         self.greedy = torch.empty(0, dtype=torch.bool)
@@ -135,9 +137,20 @@ class StreamTap:
         """The row's answer is complete: its client gets it now, not when the whole batch is done."""
         self.finished[row], self.reason[row] = True, reason
         self.requests[row].emit("done", reason, self.sent[row], len(self.ids[row]))
+        if self.on_finish is not None:
+            self.on_finish(row, reason)
+
+    def fail(self, message: str) -> None:
+        """An error event for every row still open (the decode failed)."""
+        for row in range(len(self.requests)):
+            if not self.finished[row]:
+                self.finished[row], self.reason[row] = True, "error"
+                self.requests[row].emit("error", message)
+                if self.on_finish is not None:
+                    self.on_finish(row, "error")
 
     def close(self) -> None:
-        """The final event of every row still open (after a failure or a stop mid-decode)."""
+        """The final event of every row still open (after a stop mid-decode)."""
         for row in range(len(self.requests)):
             if not self.finished[row]:
                 self.finish(row, self.reason[row])
@@ -153,6 +166,11 @@ class BatchingEngine:
         self.max_batch_size, self.batch_window, self.max_queue = max_batch_size, batch_window, max_queue
         self.stop_markers = STOP_MARKERS.get(generator.info.template, ())
         self.eos_ids = eos_ids(generator.model, generator.tokenizer)
+        # the prefill needs the last position's logits only: the output layer over every prompt token is a
+        # fifth of a small model's prefill (models that take `logits_to_keep`, as transformers' LMs do)
+        base = generator.model.get_base_model() if hasattr(generator.model, "get_base_model") else generator.model
+        takes = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.last_logits_only = {"logits_to_keep": 1} if takes else {}
         self.waiting: queue.Queue = queue.Queue()
         self.deferred: collections.deque = collections.deque()  # another set-up's requests, for the next batch
         self.lock = threading.Lock()
@@ -254,36 +272,40 @@ class BatchingEngine:
                 self._run([r for r in batch if r.condition.key == key])
 
     def _run(self, group: list[GenRequest]) -> None:
-        with self.lock:
-            self.stats["queued"] -= len(group)
-            self.stats["running"] += len(group)
         live = [r for r in group if not r.cancelled.is_set()]
         for request in group:
             if request.cancelled.is_set():
                 request.emit("done", "cancelled", "", 0)
-        tap = StreamTap(live, self.generator.tokenizer, self.eos_ids, self.stop_markers)
+        with self.lock:
+            self.stats["queued"] -= len(group)
+            self.stats["running"] += len(live)
+            self.stats["cancelled"] += len(group) - len(live)
+        tap = None
+
+        def finished(row: int, reason: str) -> None:
+            # a row leaves the count when its answer is complete: with requests joining the running batch,
+            # the batch itself may go on for as long as clients keep sending
+            with self.lock:
+                self.stats["running"] -= 1
+                self.stats["generated_tokens"] += len(tap.ids[row])
+                self.stats["cancelled"] += reason == "cancelled"
+
+        tap = StreamTap(live, self.generator.tokenizer, self.eos_ids, self.stop_markers, on_finish=finished)
         largest = len(live)
         try:
             if live:
                 largest = self._decode(tap)
         except Exception as err:  # a failed batch answers each of its open requests, and the engine goes on
             logger.exception("generation failed")
-            for row, request in enumerate(tap.requests):
-                if not tap.finished[row]:
-                    tap.finished[row] = True
-                    request.emit("error", f"{type(err).__name__}: {err}")
+            tap.fail(f"{type(err).__name__}: {err}")
         finally:
+            tap.close()
             with self.lock:
-                self.stats["running"] -= len(group) - len(live) + len(tap.requests)
-                self.stats["cancelled"] += len(group) - len(live)
                 if tap.requests:
                     self.stats["batches"] += 1
                     self.stats["rows"] += len(tap.requests)
                     self.stats["largest_batch"] = max(self.stats["largest_batch"], largest)
                     self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
-                    self.stats["generated_tokens"] += sum(len(ids) for ids in tap.ids)
-                    self.stats["cancelled"] += sum(reason == "cancelled" for reason in tap.reason)
-        tap.close()
 
     def _prefill(self, texts: list[str]):
         """(next-token logits, cache, attention mask, last positions) of new rows, left-padded."""
@@ -296,7 +318,13 @@ class BatchingEngine:
         mask = enc["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, past_key_values=cache)
+        out = model(
+            input_ids=enc["input_ids"],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            **self.last_logits_only,
+        )
         return out.logits[:, -1, :], cache, mask, positions[:, -1:]
 
     def _decode(self, tap: StreamTap) -> int:
@@ -320,6 +348,7 @@ class BatchingEngine:
                     rows, tokens, mask, last = rows[index], tokens[index], mask[index], last[index]
                     if len(rows):
                         cache.batch_select_indices(index.to(device))
+                        cache, mask = trim_left_padding(cache, mask)
                 if len(rows):
                     mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
                     last = last + 1
@@ -338,6 +367,18 @@ class BatchingEngine:
                         cache, mask, logits, last, rows = new_cache, new_mask, new_logits, new_last, new_rows
                 largest = max(largest, len(rows))
         return largest
+
+
+def trim_left_padding(cache, mask):
+    """Drop the cache columns that are padding for every row left (those of rows that have gone): a batch
+    that rows keep joining would otherwise grow by one column a step for as long as it runs, and every
+    step copies the whole cache. Positions are per row, so no row's answer changes."""
+    start = int(mask.any(dim=0).int().argmax())
+    if start == 0:
+        return cache, mask
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+    return cache, mask[:, start:]
 
 
 def join_caches(cache, mask, other, other_mask):

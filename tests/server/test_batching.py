@@ -87,3 +87,44 @@ def test_requests_that_join_a_running_batch_get_their_own_answers(engine, joinin
 
 def tap_args(engine):
     return engine.generator.tokenizer, engine.eos_ids, engine.stop_markers
+
+
+def test_a_finished_row_leaves_the_running_count_while_its_batch_goes_on(engine, monkeypatch):
+    # with requests joining a running batch the batch may never end while clients keep sending: a row
+    # that counted until its batch ended filled the queue limit (429s) at four clients
+    loop = asyncio.new_event_loop()
+    seen = []
+    original = StreamTap.finish
+
+    def finish(self, row, reason):
+        original(self, row, reason)
+        seen.append(engine.snapshot()["running"])
+
+    monkeypatch.setattr(StreamTap, "finish", finish)
+    base = engine.snapshot()  # the tests above drive `_decode` alone, which counts its joiners only
+    for request in requests_for(engine, PROMPTS[:3], [12, 2, 3], loop):
+        engine.submit(request)
+    engine._run([engine.waiting.get() for _ in range(3)])
+    assert seen == [base["running"] + k for k in (2, 1, 0)], "each answer leaves the count when it is complete"
+    stats = engine.snapshot()
+    assert stats["running"] == base["running"] and stats["queued"] == base["queued"]
+    loop.close()
+
+
+def test_padding_no_row_needs_is_trimmed_from_the_cache():
+    import torch
+    from transformers import DynamicCache
+
+    from ric.server.batching import trim_left_padding
+
+    cache = DynamicCache()
+    keys = torch.arange(2 * 1 * 5 * 2, dtype=torch.float32).reshape(2, 1, 5, 2)
+    cache.update(keys, keys + 100, 0)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
+    cache, trimmed = trim_left_padding(cache, mask)
+    assert trimmed.tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert torch.equal(cache.layers[0].keys, keys[:, :, 2:]) and torch.equal(
+        cache.layers[0].values, keys[:, :, 2:] + 100
+    )
+    same, kept = trim_left_padding(cache, trimmed)
+    assert kept.shape == (2, 3) and same.layers[0].keys.shape[2] == 3
