@@ -2,7 +2,7 @@
 mixed preferences, on a trained run (default: the demo's), against the server on a loopback port.
 
     python bench/bench_serve.py [--run runs/demo-seed0] [--levels 1,4,16,32] [--requests 128] [--max-tokens 48]
-        [--llama_cpp] [--upstream URL --upstream-model NAME]
+        [--dtype bfloat16] [--llama_cpp] [--upstream URL --upstream-model NAME]
 
 Each level runs closed-loop clients (each sends its next request when its answer is back) until
 `--requests` answers have come back (at least 2 per client) or `--seconds` pass; every request
@@ -143,6 +143,7 @@ def main():
     parser.add_argument("--llama_cpp", action="store_true")
     parser.add_argument("--upstream", help="an OpenAI-compatible engine serving the run's adapter (URL ending in /v1)")
     parser.add_argument("--upstream-model", help="the upstream's name for the adapter (ric serve --upstream-model)")
+    parser.add_argument("--dtype", help="ric serve --dtype: the weights' dtype (default: the run's)")
     parser.add_argument("--out", help="the JSON to write (default: bench/results/serve.json, serve_upstream.json)")
     a = parser.parse_args()
     if a.upstream_model and not a.upstream:
@@ -152,6 +153,7 @@ def main():
         parser.error(f"--levels: positive concurrency levels, got {a.levels!r}")
     run = Path(a.run)
     options = ["--max-batch-size", "32", "--batch-window-ms", "50", "--max-queue", "64"]
+    options += ["--dtype", a.dtype] if a.dtype else []
     if a.upstream:
         options += ["--upstream", a.upstream] + (["--upstream-model", a.upstream_model] if a.upstream_model else [])
     server = Server(run, *options)
@@ -176,6 +178,7 @@ def main():
         "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
         "machine": {"processor": platform.machine(), "cpus": os.cpu_count()},
         "upstream": {"url": a.upstream, "model": a.upstream_model} if a.upstream else None,
+        "dtype": a.dtype or "the run's",
         "max_tokens": a.max_tokens,
         "ratios_against_concurrency": lowest["concurrency"],
         "levels": results,

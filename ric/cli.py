@@ -25,6 +25,10 @@ from .recipe import RecipeError
 from .rundir import RunFileError
 
 USAGE = __doc__
+DTYPE_HELP = (
+    "RiC runs: weight dtype to answer in (auto, float32, bfloat16, float16; default: the run's). "
+    "bfloat16 decodes about 2x faster on a CPU with bf16 instructions"
+)
 GROUPS = {"run": ("prepare", "train", "evaluate"), "prepare": ("prepare",), "train": ("train",)}
 
 
@@ -101,8 +105,13 @@ def cmd_evaluate(argv: list[str]) -> None:
         "(RUN_DIR/checkpoints/offline/checkpoint-100); default: the run's latest",
     )
     parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval)")
+    parser.add_argument("--dtype", help=DTYPE_HELP)
     known, rest = parser.parse_known_args(argv)
-    stage, eval_dir = open_evaluation(known.run_dir, rest, known.adapter, known.eval_dir)
+    if known.dtype:
+        from .generation import check_inference_dtype
+
+        check_inference_dtype(known.dtype)
+    stage, eval_dir = open_evaluation(known.run_dir, rest, known.adapter, known.eval_dir, known.dtype)
     print_eval(run_stage(known.run_dir, stage).summary, eval_dir)
     if (eval_dir / "image_grid.png").exists():
         print(f"image grid: {eval_dir}/image_grid.png")
@@ -130,12 +139,17 @@ def cmd_generate(argv: list[str]) -> None:
     parser.add_argument(
         "--adapter", help="RiC runs: adapter folder or a trainer checkpoint of the run (default: the run's latest)"
     )
+    parser.add_argument("--dtype", help=DTYPE_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON lines with the targets or policy used")
     parser.add_argument("--out", help="text-to-image runs: where to write the image (one prompt)")
     known = parser.parse_args(argv)
     info, _ = load_run_info(known.run_dir)  # checks the run before any model loads
     method = get_method(info.method, f"{known.run_dir}/ric_run.json")
     method.check_generate_flags(vars(known))
+    if known.dtype:
+        from .generation import check_inference_dtype
+
+        check_inference_dtype(known.dtype)
     weights = (
         parse_preference(known.preference, info.num_objectives, field="--preference") if known.preference else None
     )
@@ -143,7 +157,7 @@ def cmd_generate(argv: list[str]) -> None:
         raise RecipeError("prompts: an empty prompt was given")
     paths = generated_image_paths(known.run_dir, known.prompts, weights, known.out) if method.makes_images else None
     settings = {k: getattr(known, k) for k in GENERATE_FLAGS if getattr(known, k) is not None}
-    options = {"adapter": known.adapter} if known.adapter else {}
+    options = {k: getattr(known, k) for k in ("adapter", "dtype") if getattr(known, k)}
     generator = method.load_generator(known.run_dir, **options)
     results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **settings)
     used = results[0]
@@ -238,6 +252,7 @@ def cmd_serve(argv: list[str]) -> None:
     parser.add_argument("--upstream-api-key", help="API key of the upstream server")
     parser.add_argument("--raw", action="store_true", help="serve prompts as they are (no template, no tags)")
     parser.add_argument("--device", help="torch device for the in-process engine (default: cuda if present)")
+    parser.add_argument("--dtype", help=DTYPE_HELP)
     parser.add_argument("--no-page", action="store_true", help="no web page at /")
     known = parser.parse_args(argv)
     for name in ("max_batch_size", "max_queue", "max_tokens", "max_prompt_tokens", "max_body_bytes", "port"):
@@ -245,6 +260,12 @@ def cmd_serve(argv: list[str]) -> None:
             raise RecipeError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(known, name)}")
     if known.upstream_model and not known.upstream:
         raise RecipeError("--upstream-model: applies with --upstream only")
+    if known.dtype:
+        from .generation import check_inference_dtype
+
+        check_inference_dtype(known.dtype)
+        if known.upstream:
+            raise RecipeError("--dtype: the upstream server holds the weights; set its dtype there (remove --dtype)")
     if known.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("ric.serve").warning(
             "binding to %s: the server is reachable from other machines", known.host
@@ -267,6 +288,7 @@ def cmd_serve(argv: list[str]) -> None:
         batch_window=known.batch_window_ms / 1000,
         max_queue=known.max_queue,
         device=known.device,
+        dtype=known.dtype,
     )
 
 

@@ -36,10 +36,12 @@ def evaluate(
     overrides: dict | None = None,
     device=None,
     progress: bool = True,
+    dtype: str | None = None,
 ) -> dict:
     """Evaluate a run (its latest adapter unless `adapter` is given); returns pareto.json's content.
 
-    `overrides` holds generation settings given for this evaluation (`ric evaluate RUN --temperature 0.1`)."""
+    `overrides` holds generation settings given for this evaluation (`ric evaluate RUN --temperature 0.1`);
+    `dtype` answers in another weight dtype than the run's (`ric evaluate RUN --dtype bfloat16`)."""
     from reward_models import load_rewards
 
     from .prepare import load_prepared
@@ -70,16 +72,17 @@ def evaluate(
             "adapter": str(adapter_dir),
             "template": info.template,
             "preference_method": eval_args.eval_preference_method,
+            "dtype": dtype or info.model_kwargs.get("dtype", "auto"),
         },
         title=f"RiC on {run_dir.name}: {info.rewards[0]} vs {info.rewards[-1]}",
         label="RiC, one adapter (grid of preferences)",
     )
     front = PolicyFront(
-        lambda: RiCGenerator(*load_policy(info, adapter_dir, device), info),
+        lambda: RiCGenerator(*load_policy(info, adapter_dir, device, dtype=dtype), info),
         points,
         settings,
         method=eval_args.eval_preference_method,
-        identity={"adapter": str(adapter_dir.resolve())},
+        identity={"adapter": str(adapter_dir.resolve()), **({"dtype": dtype} if dtype else {})},
     )
     return evaluate_front(
         spec,

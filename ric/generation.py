@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .recipe import RecipeError
 from .report import FrontGenerator
 from .run_info import RUN_INFO, RunInfo, load_run_info
 from .score_tags import add_score_tags
@@ -249,14 +250,23 @@ def format_prompts(
     return [add_score_tags(p, t, template, tokenizer, system_prompt) for p, t in zip(prompts, targets)]
 
 
-def load_policy(info: RunInfo, adapter_dir: str | Path | None, device: str | None = None, merge: bool = False):
+def load_policy(
+    info: RunInfo,
+    adapter_dir: str | Path | None,
+    device: str | None = None,
+    merge: bool = False,
+    dtype: str | None = None,
+):
     """Base model (+ the run's LoRA adapter when `adapter_dir` is given) and tokenizer, ready to generate.
 
     `merge=True` folds the adapter into the base weights for speed (see `merge_for_inference`).
+    `dtype` overrides the run's weight dtype for answering (`INFERENCE_DTYPES`; the run's by default).
     """
     from .models import load_causal_lm, load_tokenizer
 
     kwargs = dict(info.model_kwargs)
+    if dtype is not None:
+        kwargs["dtype"] = check_inference_dtype(dtype)
     model = load_causal_lm(info.base_model, device=device, **kwargs)
     tokenizer_source = adapter_dir if adapter_dir is not None else info.base_model
     tokenizer = load_tokenizer(str(tokenizer_source), trust_remote_code=kwargs.get("trust_remote_code", False))
@@ -268,6 +278,19 @@ def load_policy(info: RunInfo, adapter_dir: str | Path | None, device: str | Non
             merge_for_inference(model)
     model.eval()
     return model, tokenizer
+
+
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_inference_dtype(dtype: str, field: str = "--dtype") -> str:
+    """`dtype` if it names a weight dtype to answer in, else a RecipeError naming `field`. On a CPU with
+    bf16 instructions (avx512_bf16, AMX) bfloat16 decodes about twice as fast as float32 (bench/LOG.md)."""
+    if dtype not in INFERENCE_DTYPES:
+        raise RecipeError(
+            f"{field}: {dtype!r} is not a dtype to answer in; choose one of {', '.join(INFERENCE_DTYPES)}"
+        )
+    return dtype
 
 
 def merge_for_inference(model) -> bool:

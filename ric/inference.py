@@ -27,12 +27,19 @@ class RiCGenerator(PolicyGenerator):
     takes_targets = True
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, adapter: str | Path | None = None, device: str | None = None):
-        """Load a trained run: `run_dir` is a run directory (its latest adapter is used) or an adapter folder."""
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        adapter: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ):
+        """Load a trained run: `run_dir` is a run directory (its latest adapter is used) or an adapter folder.
+        `dtype` ("bfloat16", ...) answers in another weight dtype than the run's."""
         info, folder = load_run_info(run_dir)
         adapter_dir = Path(adapter) if adapter else resolve_adapter(folder, info)
         info = adapter_info(adapter_dir, info)
-        return cls(*load_policy(info, adapter_dir, device, merge=True), info)
+        return cls(*load_policy(info, adapter_dir, device, merge=True, dtype=dtype), info)
 
     def prepare_points(self) -> None:
         merge_for_inference(self.model)  # after the base model's answers: disable_adapter() would unmerge

@@ -70,7 +70,7 @@ class Method:
     generation_keys: tuple[str, ...]
     evaluation_keys: tuple[str, ...] = EVALUATION_KEYS  # the `ric evaluate` keys its evaluation reads
     points: str = "its points are a preference grid"  # what its front is made of (said when a key is refused)
-    options: tuple[str, ...] = ()  # extra `ric evaluate` / `ric generate` options (RiC: --adapter, a folder)
+    options: tuple[str, ...] = ()  # extra `ric evaluate` / `generate` / `serve` options (RiC: --adapter, --dtype)
     takes_preference: bool = True  # whether `ric generate` needs --preference (an SFT model answers without)
     takes_targets: bool = True  # score tags in the prompt: a preference -> target mapping (--method)
     makes_images: bool = False  # answers with images: `ric generate` writes files, `ric serve` refuses the run
@@ -82,10 +82,12 @@ class Method:
         """The generator of a run directory (or, for RiC, an adapter folder), its model loaded."""
         return self.generator_class().from_run(path, **options)
 
-    def check_evaluate_flags(self, given: set[str], adapter: bool = False) -> None:
+    def check_evaluate_flags(self, given: set[str], adapter: bool = False, dtype: bool = False) -> None:
         """Refuse, by name, a `ric evaluate` flag this method's evaluation would not read."""
         if adapter and "adapter" not in self.options:
             raise RecipeError(f"--adapter: a {self.name} run has no single adapter to choose; remove --adapter")
+        if dtype:
+            self.check_dtype_option()
         allowed = set(self.evaluation_keys) | set(self.generation_keys)
         refused = sorted(set(given) - allowed)
         if not refused:
@@ -108,6 +110,12 @@ class Method:
             "settings in the recipe and run it again"
         )
 
+    def check_dtype_option(self) -> None:
+        """Refuse `--dtype` for a method whose answers do not load through it."""
+        if "dtype" not in self.options:
+            holders = " and ".join(m.name for m in METHODS.values() if "dtype" in m.options)
+            raise RecipeError(f"--dtype: applies to {holders} runs only; this is a {self.name} run (remove --dtype)")
+
     def check_generate_flags(self, given: dict) -> None:
         """Refuse, by name, a `ric generate` flag this method would ignore, and a missing --preference.
         `given`: the flags given (name -> value, those left out absent)."""
@@ -124,6 +132,8 @@ class Method:
                 raise RecipeError(f"--{flag}: applies to {kind} runs only; this is a {self.name} run")
         if given.get("method") is not None and not self.takes_targets:
             raise RecipeError(f"--method: {NO_SCORE_TAGS.format(self.name)}")
+        if given.get("dtype") is not None:
+            self.check_dtype_option()
         if given.get("adapter") is not None and "adapter" not in self.options:
             holders = " and ".join(m.name for m in METHODS.values() if "adapter" in m.options)
             raise RecipeError(
@@ -180,12 +190,19 @@ def _ric_evaluate_name(run: Run) -> str:
     return "evaluate" if n == 0 else f"evaluate:adapter_online_{n}"
 
 
-def _ric_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True, adapter=None) -> dict:
+def _ric_evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True, adapter=None, dtype=None) -> dict:
     from .evaluate import evaluate
 
     _, _, args, eval_args = run.configs
     return evaluate(
-        run.run_dir, eval_args, args, adapter=adapter, eval_dir=eval_dir, overrides=overrides, progress=progress
+        run.run_dir,
+        eval_args,
+        args,
+        adapter=adapter,
+        eval_dir=eval_dir,
+        overrides=overrides,
+        progress=progress,
+        dtype=dtype,
     )
 
 
@@ -351,7 +368,7 @@ METHODS: dict[str, Method] = {
         _ric_evaluate,
         _ric_generator,
         TEXT_GENERATION_KEYS,
-        options=("adapter",),
+        options=("adapter", "dtype"),
     ),
     "morlhf": Method(
         "morlhf",
@@ -453,7 +470,7 @@ def open_run(argv, recipe: str | Path | None) -> Run:
     return run
 
 
-def open_evaluation(run_dir, argv, adapter=None, eval_dir=None) -> tuple[Stage, Path]:
+def open_evaluation(run_dir, argv, adapter=None, eval_dir=None, dtype=None) -> tuple[Stage, Path]:
     """`ric evaluate RUN_DIR [--key value ...]`: the run's own recipe with the flags given, each checked
     against the run's method before any model loads. Returns (the evaluation stage, where it writes)."""
     from .recipe import RECIPE_FILE, parse_flags
@@ -464,11 +481,11 @@ def open_evaluation(run_dir, argv, adapter=None, eval_dir=None) -> tuple[Stage, 
         raise RecipeError(f"{run_dir} has no {RECIPE_FILE}: give a run directory written by `ric run` or `ric train`")
     method = recipe_method(recipe)
     given = parse_flags(argv)
-    method.check_evaluate_flags(given, adapter=bool(adapter))
+    method.check_evaluate_flags(given, adapter=bool(adapter), dtype=bool(dtype))
     run = parse_run(list(argv) + ["--output_dir", str(run_dir)], recipe)
     values = {k: getattr(c, k) for c in run.configs for k in c.__dataclass_fields__}
     overrides = {k: v for k, v in values.items() if k in given and k in method.generation_keys}
-    options = {"adapter": adapter} if adapter else {}
+    options = {k: v for k, v in (("adapter", adapter), ("dtype", dtype)) if v}
     eval_dir = Path(eval_dir) if eval_dir else run_dir / "eval"
     return method.evaluation_stage(run, f"evaluate:{eval_dir.name}", eval_dir, overrides, **options), eval_dir
 

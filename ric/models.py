@@ -102,7 +102,8 @@ def default_device() -> str:
 
 
 def resolve_dtype(dtype: str | None, device: str):
-    """torch dtype for `dtype` ("auto" picks bf16 on a bf16 GPU, fp32 elsewhere: bf16 on CPU is ~13x slower)."""
+    """torch dtype for `dtype` ("auto" picks bf16 on a bf16 GPU, fp32 elsewhere: training in bf16 on a CPU was
+    ~13x slower; answering in bf16 can be faster there, which `ric serve/generate/evaluate --dtype` choose)."""
     import torch
 
     if dtype in (None, "auto"):

@@ -134,6 +134,21 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     capsys.readouterr()
     assert main(["generate", str(run), "--adapter", str(checkpoint), "--preference", "0.2,0.8", "hi", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["targets"] == line["targets"]
+    # answering in another weight dtype: the weights are loaded so, and the evaluation records it
+    import torch
+
+    from ric import RiCGenerator
+
+    model = RiCGenerator.from_run(run, dtype="bfloat16").model  # merged: the LoRA weights (fp32) sit unused
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    assert main([*args[:-1], str(run / "eval_bf16"), "--dtype", "bfloat16"]) == 0
+    bf16 = json.loads((run / "eval_bf16/pareto.json").read_text())
+    assert bf16["dtype"] == "bfloat16" and step2["dtype"] == "auto" and len(bf16["points"]) == 11
+    capsys.readouterr()
+    assert main(["generate", str(run), "--dtype", "bfloat16", "--preference", "0.2,0.8", "hi", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["targets"] == line["targets"]
+    assert main(["generate", str(run), "--dtype", "int8", "--preference", "0.2,0.8", "hi"]) == 2
+    assert "--dtype: 'int8' is not a dtype to answer in" in capsys.readouterr().err
     # the evaluations are metered beside the stages of the run
     compute = json.loads((run / "compute.json").read_text())
     assert {"prepare", "train", "evaluate", "evaluate:eval1", "evaluate:eval_t"} <= set(compute["stages"])

@@ -21,8 +21,10 @@ def load_service(
     batch_window: float = 0.02,
     max_queue: int = 64,
     device: str | None = None,
+    dtype: str | None = None,
 ):
-    """The run's generator (its model loaded in-process, or only its tokenizer for an upstream) and engine."""
+    """The run's generator (its model loaded in-process, or only its tokenizer for an upstream) and engine.
+    `dtype` loads the weights in another dtype than the run's (RiC runs, in-process)."""
     from ..methods import get_method
     from ..run_info import load_run_info
     from .app import Service
@@ -34,6 +36,8 @@ def load_service(
     if method.makes_images:
         raise ValueError(f"{run_dir} is a text-to-image run: ric serve answers text; use `ric generate` for images")
     name = run_dir.resolve().name
+    if dtype is not None:
+        method.check_dtype_option()
     if upstream:
         if method.upstream is None:
             raise ValueError(f"--upstream: {method.upstream_refusal}; serve it in-process (leave --upstream out)")
@@ -41,8 +45,15 @@ def load_service(
         model_for = (lambda c: c.policy) if method.upstream == "policy" else (lambda c: upstream_model or name)
         engine = UpstreamEngine(upstream, model_for, upstream_api_key, max_queue)
     else:
-        generator = method.load_generator(run_dir, device=device)
-        engine = InProcessEngine(generator, max_batch_size, batch_window, max_queue)
+        options = {"device": device, **({"dtype": dtype} if dtype else {})}
+        # loaded in the engine's worker thread, the one that runs the model (see BatchingEngine)
+        engine = InProcessEngine(
+            max_batch_size=max_batch_size,
+            batch_window=batch_window,
+            max_queue=max_queue,
+            loader=lambda: method.load_generator(run_dir, **options),
+        )
+        generator = engine.generator
     return Service(name=name, run_dir=run_dir, generator=generator, engine=engine, raw=raw)
 
 
@@ -74,11 +85,14 @@ def serve(
     service = load_service(run_dir, **options)
     app = create_app(service, limits, api_key, page)
     where = f"http://{host}:{port}"
+    model = service.generator.model
+    weights = "weights upstream" if model is None else f"{str(model.dtype).removeprefix('torch.')} weights"
     logger.info(
-        "serving %s (%s run, rewards %s) at %s%s",
+        "serving %s (%s run, rewards %s, %s) at %s%s",
         service.name,
         service.info.method,
         ", ".join(service.info.rewards),
+        weights,
         where,
         " with an API key" if api_key else "",
     )

@@ -24,8 +24,14 @@ __all__ = ["EngineBusy", "InProcessEngine", "UpstreamEngine"]
 
 
 class InProcessEngine:
-    def __init__(self, generator, max_batch_size: int, batch_window: float, max_queue: int):
-        self.batching = BatchingEngine(generator, max_batch_size, batch_window, max_queue)
+    def __init__(
+        self, generator=None, max_batch_size: int = 16, batch_window: float = 0.02, max_queue: int = 64, loader=None
+    ):
+        self.batching = BatchingEngine(generator, max_batch_size, batch_window, max_queue, loader=loader)
+
+    @property
+    def generator(self):
+        return self.batching.generator
 
     async def run(
         self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed, prompt_tokens: int = 0

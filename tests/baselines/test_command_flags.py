@@ -66,6 +66,19 @@ def test_evaluate_refuses_an_evaluation_key_the_method_does_not_read(run_of, cap
     assert "--eval_num_prompts" in takes and "--temperature" in takes and f"--{flag}" not in takes, err
 
 
+def test_evaluate_and_serve_refuse_dtype_for_a_baseline(run_of, capsys):
+    from ric.server import load_service
+
+    run = run_of("morlhf")
+    assert main(["evaluate", str(run), "--dtype", "bfloat16"]) == 2
+    assert "--dtype: applies to ric runs only; this is a morlhf run" in capsys.readouterr().err
+    (run / "ric_run.json").write_text(
+        json.dumps({"method": "morlhf", "base_model": "x", "rewards": ["a", "b"], "template": "chat"})
+    )
+    with pytest.raises(ValueError, match="--dtype: applies to ric runs only"):
+        load_service(run, dtype="bfloat16")
+
+
 def test_evaluate_keys_the_method_reads_pass_the_check():
     from ric.config import EvaluationConfig
     from ric.methods import EVALUATION_KEYS, METHODS
@@ -89,6 +102,8 @@ def test_evaluate_keys_the_method_reads_pass_the_check():
         ("sft", {"out": "x.png"}, "--out: applies to text-to-image runs only; this is a sft run"),
         ("morlhf", {}, "--preference: required for a morlhf run"),
         ("diffusion", {"preference": "0.5,0.5", "temperature": 0.5}, "--temperature: applies to text runs only"),
+        ("soups", {"preference": "0.5,0.5", "dtype": "bfloat16"}, "--dtype: applies to ric runs only"),
+        ("diffusion", {"preference": "0.5,0.5", "dtype": "float16"}, "--dtype: applies to ric runs only"),
     ],
 )
 def test_generate_refuses_what_the_method_would_ignore(method, flags, fragment):

@@ -240,6 +240,24 @@ def test_api_key_required_when_set(ric_run):
         srv.stop()
 
 
+def test_bfloat16_weights_answer_and_are_refused_with_an_upstream(ric_run, capsys):
+    from ric.cli import main
+
+    srv = Server(ric_run, "--dtype", "bfloat16")
+    try:
+        answer = client(srv).chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=3, extra_body={"preference": [0.9, 0.1]}
+        )
+        assert answer.ric["targets"] == expected_targets(ric_run, [0.9, 0.1]) and answer.usage.completion_tokens > 0
+    finally:
+        srv.stop()
+    assert "bfloat16 weights" in srv.log.read_text()
+    assert main(["serve", str(ric_run), "--dtype", "bfloat16", "--upstream", "http://127.0.0.1:9/v1"]) == 2
+    assert "--dtype: the upstream server holds the weights" in capsys.readouterr().err
+    assert main(["serve", str(ric_run), "--dtype", "float64"]) == 2
+    assert "--dtype: 'float64' is not a dtype to answer in" in capsys.readouterr().err
+
+
 def test_full_queue_answers_429_and_ctrl_c_finishes_in_flight_requests(ric_run):
     srv = Server(ric_run, "--max-queue", "1", "--max-tokens", "256")
     try:

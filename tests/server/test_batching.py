@@ -128,3 +128,26 @@ def test_padding_no_row_needs_is_trimmed_from_the_cache():
     )
     same, kept = trim_left_padding(cache, trimmed)
     assert kept.shape == (2, 3) and same.layers[0].keys.shape[2] == 3
+
+
+def test_the_engine_loads_its_model_in_the_thread_that_runs_it(ric_run):
+    import threading
+
+    loaded_in = []
+
+    def loader():
+        loaded_in.append(threading.current_thread())
+        return METHODS["ric"].load_generator(ric_run)
+
+    engine = BatchingEngine(loader=loader)
+    try:
+        assert loaded_in == [engine.thread] and engine.generator.model is not None
+        assert engine.eos_ids, "set up from the loaded generator"
+    finally:
+        engine.close()
+
+    def broken():
+        raise FileNotFoundError("no adapter here")
+
+    with pytest.raises(FileNotFoundError, match="no adapter here"):
+        BatchingEngine(loader=broken)
