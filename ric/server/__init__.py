@@ -36,7 +36,7 @@ def load_service(
     if method.makes_images:
         raise ValueError(f"{run_dir} is a text-to-image run: ric serve answers text; use `ric generate` for images")
     name = run_dir.resolve().name
-    if dtype is not None:
+    if dtype:
         method.check_dtype_option()
     if upstream:
         if method.upstream is None:

@@ -135,19 +135,20 @@ class StreamTap:
 
     def finish(self, row: int, reason: str) -> None:
         """The row's answer is complete: its client gets it now, not when the whole batch is done."""
-        self.finished[row], self.reason[row] = True, reason
-        self.requests[row].emit("done", reason, self.sent[row], len(self.ids[row]))
-        if self.on_finish is not None:
-            self.on_finish(row, reason)
+        self._end(row, reason, ("done", reason, self.sent[row], len(self.ids[row])))
 
     def fail(self, message: str) -> None:
         """An error event for every row still open (the decode failed)."""
         for row in range(len(self.requests)):
             if not self.finished[row]:
-                self.finished[row], self.reason[row] = True, "error"
-                self.requests[row].emit("error", message)
-                if self.on_finish is not None:
-                    self.on_finish(row, "error")
+                self._end(row, "error", ("error", message))
+
+    def _end(self, row: int, reason: str, event: tuple) -> None:
+        """Where every row ends: marked finished, its last event sent, the engine's counters told."""
+        self.finished[row], self.reason[row] = True, reason
+        self.requests[row].emit(*event)
+        if self.on_finish is not None:
+            self.on_finish(row, reason)
 
     def close(self) -> None:
         """The final event of every row still open (after a stop mid-decode)."""
