@@ -1,4 +1,4 @@
-"""The `ric` command: parses arguments, asks the method table (`ric/methods.py`) what to do, prints.
+"""The `ric` command: parses arguments, asks the method registry (`ric.methods`) what to do, prints.
 
     ric run RECIPE.yaml [--key value ...]      prepare -> train (-> online) -> evaluate, resumable
     ric prepare|train RECIPE.yaml [--key value ...]
@@ -25,8 +25,12 @@ from .recipe import RecipeError
 from .rundir import RunFileError
 
 USAGE = __doc__
+BASE_HELP = (
+    "PRT runs: the base model r steers (hub id or folder; default: the one it was trained on); its vocabulary "
+    "must equal r's"
+)
 DTYPE_HELP = (
-    "RiC runs: weight dtype to answer in (auto, float32, bfloat16, float16; default: the run's). "
+    "RiC and PRT runs: weight dtype to answer in (auto, float32, bfloat16, float16; default: the run's). "
     "bfloat16 decodes about 2x faster a step on a CPU with bf16 instructions (docs/serve.md)"
 )
 
@@ -116,9 +120,12 @@ def cmd_evaluate(argv: list[str]) -> None:
     )
     parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval)")
     parser.add_argument("--dtype", help=DTYPE_HELP)
+    parser.add_argument("--base", help=BASE_HELP)
     known, rest = parser.parse_known_args(argv)
     check_dtype(known.dtype)
-    stage, eval_dir = open_evaluation(known.run_dir, rest, known.adapter, known.eval_dir, known.dtype)
+    stage, eval_dir = open_evaluation(
+        known.run_dir, rest, known.eval_dir, adapter=known.adapter, dtype=known.dtype, base=known.base
+    )
     print_eval(run_stage(known.run_dir, stage).summary, eval_dir)
     if (eval_dir / "image_grid.png").exists():
         print(f"image grid: {eval_dir}/image_grid.png")
@@ -147,6 +154,7 @@ def cmd_generate(argv: list[str]) -> None:
         "--adapter", help="RiC runs: adapter folder or a trainer checkpoint of the run (default: the run's latest)"
     )
     parser.add_argument("--dtype", help=DTYPE_HELP)
+    parser.add_argument("--base", help=BASE_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON lines with the targets or policy used")
     parser.add_argument("--out", help="text-to-image runs: where to write the image (one prompt)")
     known = parser.parse_args(argv)
@@ -161,7 +169,7 @@ def cmd_generate(argv: list[str]) -> None:
         raise RecipeError("prompts: an empty prompt was given")
     paths = generated_image_paths(known.run_dir, known.prompts, weights, known.out) if method.makes_images else None
     settings = {k: getattr(known, k) for k in GENERATE_FLAGS if getattr(known, k) is not None}
-    options = {k: getattr(known, k) for k in ("adapter", "dtype") if getattr(known, k)}
+    options = {k: getattr(known, k) for k in ("adapter", "dtype", "base") if getattr(known, k)}
     generator = method.load_generator(known.run_dir, **options)
     results = generator.generate(known.prompts, preference=weights, method=known.method, seed=known.seed, **settings)
     used = results[0]
@@ -257,6 +265,7 @@ def cmd_serve(argv: list[str]) -> None:
     parser.add_argument("--raw", action="store_true", help="serve prompts as they are (no template, no tags)")
     parser.add_argument("--device", help="torch device for the in-process engine (default: cuda if present)")
     parser.add_argument("--dtype", help=DTYPE_HELP)
+    parser.add_argument("--base", help=BASE_HELP)
     parser.add_argument("--no-page", action="store_true", help="no web page at /")
     known = parser.parse_args(argv)
     for name in ("max_batch_size", "max_queue", "max_tokens", "max_prompt_tokens", "max_body_bytes", "port"):
@@ -290,6 +299,7 @@ def cmd_serve(argv: list[str]) -> None:
         max_queue=known.max_queue,
         device=known.device,
         dtype=known.dtype,
+        base=known.base,
     )
 
 

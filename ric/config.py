@@ -3,8 +3,8 @@ model with its LoRA, where the prompts come from, the objectives, and the evalua
 
 A recipe is one flat YAML mapping; `TrlParser` sends each key to the dataclass that owns it and
 command-line flags override the file. Each method's own settings live beside its stages
-(`ric_config.py`, `baselines/config.py`, `diffusion/config.py`); the method table
-(`ric/methods.py`) says which classes a recipe of each method parses into.
+(`ric_config.py`, `baselines/config.py`, `diffusion/config.py`); the method registry
+(`ric.methods`) says which classes a recipe of each method parses into.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from .score_tags import TEMPLATES
 
 @dataclass
 class MethodConfig:
-    """Which method a recipe runs (`ric`, `morlhf`, `soups` or `diffusion`); every command dispatches on it."""
+    """Which method a recipe runs (a module of `ric.methods`); every command dispatches on it."""
 
-    method: str = field(default="ric", metadata={"help": "Method of the recipe: ric, morlhf, soups or diffusion."})
+    method: str = field(
+        default="ric", metadata={"help": "Method of the recipe: ric, morlhf, soups, sft, prt or diffusion."}
+    )
 
 
 @dataclass
@@ -162,15 +164,19 @@ class ObjectivesConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """How the policy generates (sampling the data, online augmentation, evaluation, `ric generate`)."""
+class SamplingConfig:
+    """How ric samples from the policy (the data, online augmentation, evaluation, `ric generate`).
+    (Not transformers' `GenerationConfig`: these are recipe keys.)"""
 
     max_completion_length: int = field(
         default=128, metadata={"help": "Max new tokens (paper: 128 assistant, 48 summary)."}
     )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (paper: 0.9)."})
-    generation_batch_size: int = field(default=32, metadata={"help": "Prompts per batched generate call."})
+    sampling_batch_size: int = field(
+        default=32,
+        metadata={"help": "Prompts per batched generate call when ric samples (data, online, evaluation, generate)."},
+    )
 
 
 @dataclass
@@ -197,8 +203,8 @@ class EvaluationConfig:
     eval_batch_size: int | None = field(
         default=None,
         metadata={
-            "help": "Prompts per generate call during evaluation (default: the run's generation_batch_size for RiC, "
-            "32 for the RL baselines, every caption of a point at once for text-to-image)."
+            "help": "Prompts per generate call during evaluation (default: the run's sampling_batch_size for "
+            "text runs, every caption of a point at once for text-to-image)."
         },
     )
     eval_base_model: bool = field(

@@ -182,7 +182,7 @@ def generate_online(
                 max_new_tokens=args.max_completion_length,
                 temperature=args.temperature,
                 top_p=args.top_p,
-                batch_size=args.generation_batch_size,
+                batch_size=args.sampling_batch_size,
                 seed=seed,
                 template=info.template,
                 progress=False,

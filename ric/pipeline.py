@@ -1,7 +1,7 @@
 """Running a method's stages: finished stages are skipped, each stage is metered, and a stopped run
 resumes where it stopped.
 
-A method (see `ric/methods.py`) turns a parsed recipe into a list of `Stage`s. `run_stages` runs
+A method (see `ric.methods`) turns a parsed recipe into a list of `Stage`s. `run_stages` runs
 those of the requested groups in order: a stage already marked done in `run_state.json` is
 skipped; any other runs inside a `ComputeMeter` (its wall-clock and CPU seconds, optimizer steps
 and generated tokens go to `compute.json`) and is marked done when it returns. A stage resumes its

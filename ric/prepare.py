@@ -149,7 +149,7 @@ def sample_base_responses(run_dir, prompts, model_args, args, data_args, progres
                     max_new_tokens=max(budgets),
                     temperature=args.temperature,
                     top_p=args.top_p,
-                    batch_size=args.generation_batch_size,
+                    batch_size=args.sampling_batch_size,
                     seed=group[0]["seed"],
                     template=args.template,
                     progress=progress,

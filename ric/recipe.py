@@ -30,14 +30,17 @@ RENAMED_KEYS = {
     "morlhf_num_points": "num_preference_points",
     "eval_generation_batch_size": "eval_batch_size",
     "eval_num_captions": "eval_num_prompts",
+    # RiC's and SFT's prompts per generate call; MORLHF and Soups keep GRPO's own generation_batch_size
+    "generation_batch_size": "sampling_batch_size",
 }
 
 RECIPE_FILE = "recipe.yaml"
 
 
-def refuse_renamed(keys, source: str) -> None:
+def refuse_renamed(keys, source: str, fields=()) -> None:
+    """Refuse an old key name with its new one, unless the recipe's classes still have a field of that name."""
     for key in keys:
-        if key in RENAMED_KEYS:
+        if key in RENAMED_KEYS and key not in fields:
             raise RecipeError(f"{source}: key {key!r} was renamed to {RENAMED_KEYS[key]!r}; rename it there")
 
 
@@ -98,7 +101,7 @@ def check_recipe(mapping: dict, dataclass_types: Sequence[type], source: str = "
         for f in dataclasses.fields(cls):
             if f.init:
                 fields[f.name] = (f, hints.get(f.name, f.type))
-    refuse_renamed(mapping, source)
+    refuse_renamed(mapping, source, fields)
     for key, value in mapping.items():
         if key == "env":
             continue
@@ -133,7 +136,8 @@ def parse_recipe(dataclass_types: Sequence[type], argv: Sequence[str], recipe: s
     from trl import TrlParser
 
     argv = list(argv)
-    refuse_renamed(parse_flags(argv), "command line")
+    fields = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+    refuse_renamed(parse_flags(argv), "command line", fields)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):

@@ -83,6 +83,73 @@ class FrontSpec:
     label: str = "preference grid"
 
 
+def grid_points(info, method: str, divisions: int | None) -> list[FrontPoint]:
+    """The preference grid of a run that writes score tags, each point with its targets (`info`: RunInfo)."""
+    from .preference import preference_grid, preference_to_targets
+
+    return [
+        FrontPoint(preference=list(w), targets=preference_to_targets(w, info.score_low, info.score_high, method))
+        for w in preference_grid(info.num_objectives, divisions)
+    ]
+
+
+def evaluate_run(
+    run,
+    info,
+    points: list[FrontPoint],
+    make_front: Callable[[dict], FrontGenerator],
+    *,
+    label: str,
+    flags: dict,
+    title: str | None = None,
+    prompts: list[str] | None = None,
+    eval_dir=None,
+    overrides: dict | None = None,
+    progress: bool = True,
+    extra: dict | None = None,
+    chunk_size: int | None = None,
+) -> dict:
+    """Every method's evaluation: its points answered by `make_front(settings)` on the run's held-out
+    prompts, scored with the run's rewards, through `evaluate_front`.
+
+    `run`: the parsed recipe (`ric.methods.Run`); `info`: its RunInfo. The settings are the run's
+    generation settings (`info.generation`) with the recipe's seed, the evaluation's flags (`overrides`,
+    recipe keys renamed by `flags` to the generator's settings) and `eval_batch_size`; `prompts` default
+    to the run's data/eval, cut to `eval_num_prompts`; chunks hold two batches unless `chunk_size` is given.
+    `label` names the points in the plot's legend, `title` the method in its title."""
+    from reward_models import load_rewards
+
+    objectives, eval_args = run.objectives, run.evaluation
+    settings = {**info.generation, "seed": objectives.seed}
+    settings.update({flags[k]: v for k, v in (overrides or {}).items() if k in flags})
+    if eval_args.eval_batch_size and "batch_size" in settings:
+        settings["batch_size"] = eval_args.eval_batch_size
+    if prompts is None:
+        import datasets
+
+        prompts = list(datasets.load_from_disk(str(Path(run.run_dir) / "data" / "eval"))["prompt"])
+    spec = FrontSpec(
+        method=run.method,
+        run_dir=Path(run.run_dir),
+        eval_dir=Path(eval_dir) if eval_dir else Path(run.run_dir) / "eval",
+        rewards=list(info.rewards),
+        prompts=list(prompts)[: eval_args.eval_num_prompts],
+        points=points,
+        settings=settings,
+        chunk_size=chunk_size or max(2 * settings.get("batch_size", 32), 1),
+        reference=eval_args.hypervolume_reference,
+        eval_base=eval_args.eval_base_model,
+        reward_stats=info.reward_stats,
+        extra={"template": info.template, **(extra or {})},
+        title=f"{title or run.method} on {Path(run.run_dir).name}: {info.rewards[0]} vs {info.rewards[-1]}",
+        label=label,
+    )
+    batch = objectives.reward_batch_size
+    return evaluate_front(
+        spec, make_front(settings), lambda: load_rewards(info.rewards, info.reward_models, batch_size=batch), progress
+    )
+
+
 def summarize(raw: np.ndarray, names) -> dict:
     return {"mean": dict(zip(names, raw.mean(0).tolist())), "std": dict(zip(names, raw.std(0).tolist()))}
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .config import DataConfig, GenerationConfig, ObjectivesConfig, check_score_range, resolve_device_defaults
+from .config import DataConfig, ObjectivesConfig, SamplingConfig, check_score_range, resolve_device_defaults
 from .preference import PREFERENCE_METHODS
 
 
@@ -95,7 +95,7 @@ class RiCDataConfig(DataConfig):
 
 
 @dataclass
-class RiCConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
+class RiCConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
     """TRL's `SFTConfig` plus what RiC adds: the rewards, the score-tag template, the score range,
     generation settings, and the online augmentation stage. Paper defaults; see the module docstring."""
 
@@ -141,7 +141,7 @@ class RiCConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
             "that ran to max_completion_length the same way, and keep the flag of the original rows they mix in."
         },
     )
-    # --- generation (sampling responses, online augmentation, evaluation): GenerationConfig, and ----
+    # --- generation (sampling responses, online augmentation, evaluation): SamplingConfig, and ----
     generation_backend: str = field(
         default="auto",
         metadata={
@@ -209,7 +209,7 @@ class RiCConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
             raise ValueError(f"online_quantile must be in (0, 1), got {self.online_quantile}; the paper uses 0.7")
         for name in (
             "max_completion_length",
-            "generation_batch_size",
+            "sampling_batch_size",
             "online_num_generations",
             "online_max_steps",
             "generation_chunk_size",

@@ -19,7 +19,7 @@ from trl import SFTTrainer
 
 from .models import cast_adapter
 from .report import plot_loss
-from .run_info import RewardStats, RunInfo
+from .run_info import RunInfo, build_run_info
 from .rundir import atomic_dir, is_main_process, wait_for_everyone, write_json
 from .score_tags import add_score_tags
 
@@ -199,28 +199,16 @@ def train_adapter(
     return trainer, stats
 
 
-def make_run_info(model_args, args, reward_stats: dict, adapter: str | None) -> RunInfo:
-    from .models import model_load_kwargs
-
-    kwargs = model_load_kwargs(model_args, args.trust_remote_code)
-    return RunInfo(
-        base_model=model_args.model_name_or_path,
-        rewards=list(reward_stats["rewards"]),
-        reward_models=args.reward_models,
-        template=args.template,
-        system_prompt=args.system_prompt,
-        reward_stats=RewardStats(mean=reward_stats["mean"], std=reward_stats["std"]),
-        score_low=list(reward_stats["score_low"]),
-        score_high=list(reward_stats["score_high"]),
+def make_run_info(model_args, args, reward_stats: dict, adapter: str | None, method: str = "ric") -> RunInfo:
+    """The record of a run trained on prepared RiC data (RiC, and PRT which reads the same tags)."""
+    return build_run_info(
+        method,
+        model_args.model_name_or_path,
+        args,
+        reward_stats["rewards"],
+        model_args=model_args,
+        reward_stats=reward_stats,
         preference_method=args.preference_method,
-        generation=dict(
-            max_new_tokens=args.max_completion_length,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            batch_size=args.generation_batch_size,
-            trim_truncated=args.trim_truncated,
-        ),
-        model_kwargs={k: v for k, v in kwargs.items() if v not in (None, False, "main")},
         adapter=adapter,
     )
 

@@ -89,6 +89,54 @@ class RunInfo:
         write_json(Path(folder) / RUN_INFO, self.to_dict())
 
 
+def build_run_info(
+    method: str,
+    base_model: str,
+    args,
+    rewards,
+    *,
+    model_args=None,
+    reward_stats: dict | None = None,
+    generation: dict | None = None,
+    **fields,
+) -> RunInfo:
+    """The RunInfo every method writes, built in one place.
+
+    `args`: the method's config (its objectives: reward_models, template, system_prompt; and, for text
+    methods, the generation settings `max_completion_length`, `temperature`, `top_p`,
+    `sampling_batch_size`, `trim_truncated`, unless `generation` is given). `model_args` adds how the
+    base model loads; `reward_stats` (prepare's reward_stats.json) the normalisation and score range."""
+    if generation is None:
+        generation = dict(
+            max_new_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            batch_size=args.sampling_batch_size,
+            trim_truncated=args.trim_truncated,
+        )
+    if model_args is not None:
+        from .models import model_load_kwargs
+
+        kwargs = model_load_kwargs(model_args, args.trust_remote_code)
+        fields["model_kwargs"] = {k: v for k, v in kwargs.items() if v not in (None, False, "main")}
+    if reward_stats is not None:
+        fields.update(
+            reward_stats=RewardStats(mean=reward_stats["mean"], std=reward_stats["std"]),
+            score_low=list(reward_stats["score_low"]),
+            score_high=list(reward_stats["score_high"]),
+        )
+    return RunInfo(
+        method=method,
+        base_model=base_model,
+        rewards=list(rewards),
+        template=getattr(args, "template", "image"),
+        reward_models=args.reward_models,
+        system_prompt=getattr(args, "system_prompt", None),
+        generation=generation,
+        **fields,
+    )
+
+
 def load_run_info(path: str | Path) -> tuple[RunInfo, Path]:
     """Read `ric_run.json` from a run directory or an adapter folder; returns (info, folder)."""
     folder = Path(path)

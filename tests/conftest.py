@@ -109,7 +109,7 @@ def tiny_recipe(tmp_path, tiny_model_dir):
         "lora_r": 4,
         "lora_alpha": 8,
         "max_completion_length": 6,
-        "generation_batch_size": 4,
+        "sampling_batch_size": 4,
         "logging_steps": 1,
         "save_steps": 2,
         "max_length": 128,

@@ -27,7 +27,7 @@ def test_accelerate_launch_two_cpu_processes(tiny_recipe, tmp_path):
         eval_dataset_name=str(tmp_path / "eval.jsonl"),
         max_steps=2,
         per_device_train_batch_size=2,
-        generation_batch_size=2,
+        sampling_batch_size=2,
         generation_chunk_size=3,
         num_responses_per_prompt=1,
     )

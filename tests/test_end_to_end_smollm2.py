@@ -25,7 +25,7 @@ def test_bundled_smollm2_prepare_train_evaluate_generate(tmp_path, capsys):
         "template": "chat",
         "output_dir": str(tmp_path / "run"),
         "max_completion_length": 8,
-        "generation_batch_size": 6,
+        "sampling_batch_size": 6,
         "max_steps": 2,
         "per_device_train_batch_size": 3,
         "learning_rate": 0.001,

@@ -55,7 +55,14 @@ STAGES = [
     "ric.diffusion.generate",
 ]
 TOP = [
+    "ric.methods.base",
     "ric.methods",
+    "ric.methods.ric",
+    "ric.methods.morlhf",
+    "ric.methods.soups",
+    "ric.methods.sft",
+    "ric.methods.prt",
+    "ric.methods.diffusion",
     "ric.server",
     "ric.server.app",
     "ric.server.batching",

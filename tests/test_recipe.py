@@ -123,6 +123,7 @@ def test_config_flag_picks_the_recipes_method_like_a_positional_recipe(tmp_path)
         ("online_chunk_size", "generation_chunk_size"),
         ("morlhf_num_points", "num_preference_points"),
         ("eval_generation_batch_size", "eval_batch_size"),
+        ("generation_batch_size", "sampling_batch_size"),
     ],
 )
 def test_renamed_keys_are_refused_with_their_new_name(tmp_path, old, new):
@@ -130,6 +131,56 @@ def test_renamed_keys_are_refused_with_their_new_name(tmp_path, old, new):
         parse_run_args([], write(tmp_path, {"output_dir": "x", old: 1}))
     with pytest.raises(RecipeError, match=f"key '{old}' was renamed to '{new}'"):
         parse_run_args([f"--{old}", "1"], write(tmp_path, {"output_dir": "x"}))
+
+
+def test_a_renamed_key_that_is_another_methods_own_field_is_kept(tmp_path):
+    # RiC's generation_batch_size became sampling_batch_size; MORLHF's is GRPO's own rollout batch
+    (_, _, args, _), _ = parse_run_args(
+        [], write(tmp_path, {"method": "morlhf", "output_dir": "x", "generation_batch_size": 8, "num_generations": 4})
+    )
+    assert args.generation_batch_size == 8 and args.sampling_batch_size == 32
+
+
+def test_rloo_refuses_a_grpo_setting_it_would_drop(tmp_path):
+    base = {"method": "morlhf", "output_dir": "x", "rl_algorithm": "rloo"}
+    parse_run_args([], write(tmp_path, base))  # GRPO's defaults: nothing to drop
+    with pytest.raises(RecipeError, match="scale_rewards: a GRPO setting that RLOOTrainer does not have"):
+        parse_run_args([], write(tmp_path, {**base, "scale_rewards": "batch"}))
+    (_, _, args, _), _ = parse_run_args(
+        [], write(tmp_path, {**base, "rl_algorithm": "grpo", "scale_rewards": "batch"})
+    )
+    assert args.scale_rewards == "batch"
+
+
+def test_methods_are_modules_found_by_name():
+    import importlib
+
+    from ric.methods import METHODS
+
+    assert list(METHODS)[:5] == ["ric", "morlhf", "soups", "sft", "diffusion"]
+    for name, method in METHODS.items():
+        assert method is importlib.import_module(f"ric.methods.{name}").METHOD and method.name == name
+
+
+def test_a_method_outside_ric_is_found_through_its_entry_point(tmp_path, monkeypatch):
+    """A plug-in package (a real distribution on sys.path, found by importlib.metadata) adds a method."""
+    import sys
+
+    from ric.methods import METHODS, get_method
+
+    (tmp_path / "my_method.py").write_text(
+        "from ric.methods.sft import METHOD as SFT\n"
+        "import dataclasses\n"
+        "METHOD = dataclasses.replace(SFT, name='mine', description='a plug-in')\n"
+    )
+    info = tmp_path / "my_method-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-method\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ric.methods]\nmine = my_method\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "mine" in list(METHODS) and get_method("mine").description == "a plug-in"
+    monkeypatch.delitem(sys.modules, "my_method")
+    METHODS._loaded.pop("mine")
 
 
 def test_a_key_of_another_method_is_refused(tmp_path):

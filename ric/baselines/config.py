@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, SFTConfig
 
-from ..config import DataConfig, GenerationConfig, ObjectivesConfig, resolve_device_defaults
+from ..config import DataConfig, ObjectivesConfig, SamplingConfig, resolve_device_defaults
 
 
 @dataclass
@@ -31,6 +31,13 @@ class RLConfig(GRPOConfig, ObjectivesConfig):
         default=0.7, metadata={"help": "Sampling temperature (RiC's generation setting, for comparable fronts)."}
     )
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (RiC's generation setting)."})
+    sampling_batch_size: int = field(
+        default=32,
+        metadata={
+            "help": "Prompts per batched generate call in evaluation and `ric generate` (GRPO's rollouts use "
+            "generation_batch_size)."
+        },
+    )
     max_completion_length: int | None = field(
         default=128, metadata={"help": "Max new tokens (paper: 128 assistant, 48 summary)."}
     )
@@ -51,7 +58,38 @@ class RLConfig(GRPOConfig, ObjectivesConfig):
         self.check_objectives()
         if self.output_dir is None:
             raise ValueError("output_dir: the run directory is required (e.g. output_dir: runs/demo-morlhf)")
+        if self.sampling_batch_size < 1:
+            raise ValueError(f"sampling_batch_size must be a positive integer, got {self.sampling_batch_size}")
+        if self.rl_algorithm == "rloo":
+            self.refuse_grpo_only_keys()
         super().__post_init__()
+
+    def refuse_grpo_only_keys(self) -> None:
+        """RLOOConfig has no field for some of GRPOConfig's settings: one set away from its default would be
+        dropped on the way to RLOOTrainer, so it is refused by name."""
+        import dataclasses
+
+        from trl import RLOOConfig
+
+        rloo = {f.name for f in dataclasses.fields(RLOOConfig)}
+        for f in dataclasses.fields(self):
+            if not f.init or f.name in rloo or f.name in _OWN_FIELDS:
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if getattr(self, f.name) != default:
+                raise ValueError(
+                    f"{f.name}: a GRPO setting that RLOOTrainer does not have (rl_algorithm: rloo); remove it, "
+                    "or set rl_algorithm: grpo"
+                )
+
+
+# ric's own fields of the RL configs (not TRL's, so not passed to the trainer's config)
+_OWN_FIELDS = {f for cls in (ObjectivesConfig,) for f in cls.__dataclass_fields__} | {
+    "rl_algorithm",
+    "sampling_batch_size",
+    "preferences",
+    "num_preference_points",
+}
 
 
 @dataclass
@@ -109,7 +147,7 @@ class SFTDataConfig(DataConfig):
 
 
 @dataclass
-class SFTRunConfig(SFTConfig, GenerationConfig, ObjectivesConfig):
+class SFTRunConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
     """Supervised fine-tuning on the preferred responses (the paper's starting point for MORLHF and
     Rewarded Soups): TRL's `SFTConfig` with the paper's settings, plus the rewards its evaluation scores.
     The paper's code trains on the whole text (prompt and response): `completion_only_loss: false`."""

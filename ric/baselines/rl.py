@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..generation import PolicyGenerator
-from ..run_info import RunInfo, load_run_info
+from ..run_info import build_run_info, load_run_info
 from ..rundir import atomic_dir, is_main_process, wait_for_everyone, write_json
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def prepare_prompts(run_dir, model_args, data_args, args, method: str, meter=Non
     from reward_models import check_reward_names, load_rewards, reward_display_name
 
     from ..data import load_prompts
-    from ..models import load_tokenizer, model_load_kwargs
+    from ..models import load_tokenizer
     from ..rundir import atomic_save_dataset
 
     check_reward_names(args.rewards or [], args.reward_models)
@@ -155,23 +155,13 @@ def prepare_prompts(run_dir, model_args, data_args, args, method: str, meter=Non
     if is_main_process():
         atomic_save_dataset(datasets.Dataset.from_dict({"prompt": prompts}), run_dir / "data" / "train")
         atomic_save_dataset(datasets.Dataset.from_dict({"prompt": eval_prompts}), run_dir / "data" / "eval")
-        kwargs = model_load_kwargs(model_args, args.trust_remote_code)
-        RunInfo(
-            base_model=model_args.model_name_or_path,
-            rewards=names,
-            template=args.template,
-            method=method,
+        build_run_info(
+            method,
+            model_args.model_name_or_path,
+            args,
+            names,
+            model_args=model_args,
             policies=policy_table(method, args, names),
-            reward_models=args.reward_models,
-            system_prompt=args.system_prompt,
-            generation=dict(
-                max_new_tokens=args.max_completion_length,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                batch_size=32,
-                trim_truncated=args.trim_truncated,
-            ),
-            model_kwargs={k: v for k, v in kwargs.items() if v not in (None, False, "main")},
         ).save(run_dir)
     wait_for_everyone()
     return {"rows": len(prompts), "eval_prompts": len(eval_prompts)}
@@ -232,47 +222,27 @@ class BaselineGenerator(PolicyGenerator):
 
 def evaluate_baseline(run, generator_cls, eval_dir=None, overrides: dict | None = None, progress: bool = True) -> dict:
     """Every point of a baseline's front (MORLHF: its policies; Soups: the preference grid) through the
-    shared report, answered by `generator_cls.from_run(run_dir)`."""
-    import datasets
-
-    from reward_models import load_rewards
-
+    shared evaluation, answered by `generator_cls.from_run(run_dir)`."""
     from ..generation import GENERATION_FLAGS, PolicyFront
     from ..preference import preference_grid
-    from ..report import FrontPoint, FrontSpec, evaluate_front
+    from ..report import FrontPoint, evaluate_run
 
-    _, _, args, eval_args = run.configs
     info, _ = load_run_info(run.run_dir)
-    settings = {**info.generation, "seed": args.seed, "batch_size": eval_args.eval_batch_size or 32}
-    settings.update({GENERATION_FLAGS[k]: v for k, v in (overrides or {}).items() if k in GENERATION_FLAGS})
     if run.method == "soups":
-        points = [
-            FrontPoint(preference=list(w)) for w in preference_grid(len(info.rewards), eval_args.eval_grid_divisions)
-        ]
+        grid = preference_grid(len(info.rewards), run.evaluation.eval_grid_divisions)
+        points = [FrontPoint(preference=list(w)) for w in grid]
     else:
         points = [FrontPoint(preference=p["weights"], policy=p["label"]) for p in info.policies]
-    prompts = list(datasets.load_from_disk(str(run.run_dir / "data" / "eval"))["prompt"])[: eval_args.eval_num_prompts]
-    spec = FrontSpec(
-        method=run.method,
-        run_dir=run.run_dir,
-        eval_dir=Path(eval_dir) if eval_dir else run.run_dir / "eval",
-        rewards=list(info.rewards),
-        prompts=prompts,
-        points=points,
-        settings=settings,
-        chunk_size=2 * settings["batch_size"],
-        reference=eval_args.hypervolume_reference,
-        eval_base=eval_args.eval_base_model,
-        extra={"template": info.template},
-        title=f"{run.method} on {run.run_dir.name}: {info.rewards[0]} vs {info.rewards[-1]}",
+    return evaluate_run(
+        run,
+        info,
+        points,
+        lambda settings: PolicyFront(
+            lambda: generator_cls.from_run(run.run_dir), points, settings, identity={"policies": info.policies}
+        ),
+        flags=GENERATION_FLAGS,
+        eval_dir=eval_dir,
+        overrides=overrides,
+        progress=progress,
         label="MORLHF, one adapter per point" if run.method == "morlhf" else "Rewarded Soups, mixed adapters",
-    )
-    front = PolicyFront(
-        lambda: generator_cls.from_run(run.run_dir), points, settings, identity={"policies": info.policies}
-    )
-    return evaluate_front(
-        spec,
-        front,
-        lambda: load_rewards(info.rewards, info.reward_models, batch_size=args.reward_batch_size),
-        progress,
     )

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..generation import Condition, PolicyGenerator
-from ..run_info import RunInfo, load_run_info
+from ..run_info import build_run_info, load_run_info
 from ..rundir import atomic_dir, atomic_save_dataset, is_main_process, wait_for_everyone, write_json
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def prepare_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
 
     from reward_models import check_reward_names, load_rewards, reward_display_name
 
-    from ..models import load_tokenizer, model_load_kwargs
+    from ..models import load_tokenizer
 
     check_reward_names(args.rewards or [], args.reward_models)
     tokenizers = []
@@ -63,22 +63,12 @@ def prepare_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
     if is_main_process():
         atomic_save_dataset(datasets.Dataset.from_dict(rows), run_dir / "data" / "train")
         atomic_save_dataset(datasets.Dataset.from_dict({"prompt": eval_prompts}), run_dir / "data" / "eval")
-        kwargs = model_load_kwargs(model_args, args.trust_remote_code)
-        RunInfo(
-            base_model=model_args.model_name_or_path,
-            rewards=[reward_display_name(r) for r in args.rewards],
-            template=args.template,
-            method="sft",
-            reward_models=args.reward_models,
-            system_prompt=args.system_prompt,
-            generation=dict(
-                max_new_tokens=args.max_completion_length,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                batch_size=args.generation_batch_size,
-                trim_truncated=args.trim_truncated,
-            ),
-            model_kwargs={k: v for k, v in kwargs.items() if v not in (None, False, "main")},
+        build_run_info(
+            "sft",
+            model_args.model_name_or_path,
+            args,
+            [reward_display_name(r) for r in args.rewards],
+            model_args=model_args,
         ).save(run_dir)
     wait_for_everyone()
     return {"rows": len(rows["prompt"]), "eval_prompts": len(eval_prompts)}
@@ -196,46 +186,26 @@ class SFTGenerator(PolicyGenerator):
 
 def evaluate(run, eval_dir=None, overrides=None, progress: bool = True) -> dict:
     """The SFT model as one point (its preference: equal weights, for the schema) beside the base model."""
-    import datasets
-
-    from reward_models import load_rewards
-
     from ..generation import GENERATION_FLAGS, PolicyFront
-    from ..report import FrontPoint, FrontSpec, evaluate_front
+    from ..report import FrontPoint, evaluate_run
 
-    _, _, args, eval_args = run.configs
     info, _ = load_run_info(run.run_dir)
-    settings = {**info.generation, "seed": args.seed}
-    settings.update({GENERATION_FLAGS[k]: v for k, v in (overrides or {}).items() if k in GENERATION_FLAGS})
-    if eval_args.eval_batch_size:
-        settings["batch_size"] = eval_args.eval_batch_size
     n = len(info.rewards)
     points = [FrontPoint(preference=[round(1 / n, 4)] * n, policy="sft")]
-    prompts = list(datasets.load_from_disk(str(run.run_dir / "data" / "eval"))["prompt"])[: eval_args.eval_num_prompts]
-    spec = FrontSpec(
-        method="sft",
-        run_dir=run.run_dir,
-        eval_dir=Path(eval_dir) if eval_dir else run.run_dir / "eval",
-        rewards=list(info.rewards),
-        prompts=prompts,
-        points=points,
-        settings=settings,
-        chunk_size=2 * settings["batch_size"],
-        reference=eval_args.hypervolume_reference,
-        eval_base=eval_args.eval_base_model,
-        extra={"template": info.template},
-        title=f"SFT on {run.run_dir.name}",
-        label="SFT (one model)",
-    )
-    front = PolicyFront(
-        lambda: SFTGenerator.from_run(run.run_dir, merge=False),
+    return evaluate_run(
+        run,
+        info,
         points,
-        settings,
-        identity={"adapter": str((run.run_dir / "adapter").resolve())},
-    )
-    return evaluate_front(
-        spec,
-        front,
-        lambda: load_rewards(info.rewards, info.reward_models, batch_size=args.reward_batch_size),
-        progress,
+        lambda settings: PolicyFront(
+            lambda: SFTGenerator.from_run(run.run_dir, merge=False),
+            points,
+            settings,
+            identity={"adapter": str((run.run_dir / "adapter").resolve())},
+        ),
+        flags=GENERATION_FLAGS,
+        eval_dir=eval_dir,
+        overrides=overrides,
+        progress=progress,
+        title="SFT",
+        label="SFT (one model)",
     )

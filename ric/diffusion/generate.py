@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..chunks import fingerprint
 from ..generation import Condition
-from ..preference import check_targets, parse_preference, preference_grid, preference_to_targets
-from ..report import FrontGenerator, FrontPoint, FrontSpec, evaluate_front
+from ..preference import check_targets, parse_preference, preference_to_targets
+from ..report import FrontGenerator, FrontPoint, evaluate_run, grid_points
 from ..run_info import RunInfo, load_run_info
 from ..rundir import is_main_process
 from .tiny import resolve_pipeline
@@ -201,42 +201,33 @@ def evaluation_captions(run_dir: Path, cfg, eval_args) -> list[str]:
 
 def evaluate(run, eval_dir=None, overrides: dict | None = None, progress: bool = True) -> dict:
     """The image grid and the front of the image rewards (with the base pipeline's point)."""
-    from reward_models import load_rewards
-
     cfg, eval_args = run.configs
     info, _ = load_run_info(run.run_dir)
     eval_dir = Path(eval_dir) if eval_dir else run.run_dir / "eval"
     captions = evaluation_captions(run.run_dir, cfg, eval_args)
-    points = [
-        FrontPoint(
-            preference=list(w),
-            targets=preference_to_targets(w, info.score_low, info.score_high, eval_args.eval_preference_method),
-        )
-        for w in preference_grid(info.num_objectives, eval_args.eval_grid_divisions)
-    ]
-    given = {k: v for k, v in (overrides or {}).items() if k in ("guidance_scale", "num_inference_steps", "seed")}
-    settings = {**info.generation, "seed": cfg.seed, **given}
-    key = fingerprint([{"v": v} for v in (settings, [vars(p) for p in points], captions)])
-    front = ImageFront(run.run_dir, eval_dir / f"images-{key}", points, captions, settings)
-    spec = FrontSpec(
-        method="diffusion",
-        run_dir=run.run_dir,
-        eval_dir=eval_dir,
-        rewards=list(info.rewards),
+    points = grid_points(info, eval_args.eval_preference_method, eval_args.eval_grid_divisions)
+    fronts = []
+
+    def front(settings):
+        key = fingerprint([{"v": v} for v in (settings, [vars(p) for p in points], captions)])
+        fronts.append(ImageFront(run.run_dir, eval_dir / f"images-{key}", points, captions, settings))
+        return fronts[-1]
+
+    result = evaluate_run(
+        run,
+        info,
+        points,
+        front,
+        flags={k: k for k in ("guidance_scale", "num_inference_steps", "seed")},
         prompts=captions,
-        points=points,
-        settings=settings,
+        eval_dir=eval_dir,
+        overrides=overrides,
+        progress=progress,
         chunk_size=eval_args.eval_batch_size or len(captions),
-        reference=eval_args.hypervolume_reference,
-        eval_base=eval_args.eval_base_model,
-        reward_stats=info.reward_stats,
         extra={"image_grid": "image_grid.png", "preference_method": eval_args.eval_preference_method},
-        title=f"RiC text-to-image: {info.rewards[0]} vs {info.rewards[-1]}",
+        title="RiC text-to-image",
         label="RiC, one LoRA (grid of preferences)",
     )
-    result = evaluate_front(
-        spec, front, lambda: load_rewards(info.rewards, info.reward_models, batch_size=cfg.reward_batch_size), progress
-    )
     if is_main_process():
-        image_grid(front, captions, points, eval_dir / "image_grid.png")
+        image_grid(fronts[0], captions, points, eval_dir / "image_grid.png")
     return result

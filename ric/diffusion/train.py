@@ -20,7 +20,7 @@ import numpy as np
 
 from ..preference import round1
 from ..report import plot_loss
-from ..run_info import RewardStats, RunInfo
+from ..run_info import RunInfo, build_run_info
 from ..rundir import atomic_dir, read_json, write_json
 from .pretrain import denoising_target, offset_noise
 from .tiny import resolve_pipeline
@@ -363,21 +363,18 @@ def _load_checkpoint(folder: Path, modules: dict, optimizer, lr_scheduler) -> No
 
 
 def make_image_run_info(cfg, reward_stats: dict) -> RunInfo:
-    return RunInfo(
-        method="diffusion",
-        base_model=cfg.model_name_or_path,
-        rewards=list(reward_stats["rewards"]),
-        template="image",
-        reward_stats=RewardStats(mean=reward_stats["mean"], std=reward_stats["std"]),
-        score_low=list(reward_stats["score_low"]),
-        score_high=list(reward_stats["score_high"]),
-        reward_models=cfg.reward_models,
-        preference_method=cfg.preference_method,
+    return build_run_info(
+        "diffusion",
+        cfg.model_name_or_path,
+        cfg,
+        reward_stats["rewards"],
+        reward_stats=reward_stats,
         generation={
             "guidance_scale": cfg.guidance_scale,
             "num_inference_steps": cfg.num_inference_steps,
             "resolution": cfg.resolution,
         },
+        preference_method=cfg.preference_method,
         adapter="adapter",
     )
 

@@ -22,9 +22,11 @@ def load_service(
     max_queue: int = 64,
     device: str | None = None,
     dtype: str | None = None,
+    base: str | None = None,
 ):
     """The run's generator (its model loaded in-process, or only its tokenizer for an upstream) and engine.
-    `dtype` loads the weights in another dtype than the run's (RiC runs, in-process)."""
+    `dtype` loads the weights in another dtype than the run's (RiC and PRT runs, in-process); `base` is the
+    base model a PRT run steers."""
     from ..methods import get_method
     from ..run_info import load_run_info
     from .app import Service
@@ -36,8 +38,7 @@ def load_service(
     if method.makes_images:
         raise ValueError(f"{run_dir} is a text-to-image run: ric serve answers text; use `ric generate` for images")
     name = run_dir.resolve().name
-    if dtype:
-        method.check_dtype_option()
+    method.check_options({"dtype": dtype, "base": base})
     if upstream:
         if method.upstream is None:
             raise ValueError(f"--upstream: {method.upstream_refusal}; serve it in-process (leave --upstream out)")
@@ -45,7 +46,7 @@ def load_service(
         model_for = (lambda c: c.policy) if method.upstream == "policy" else (lambda c: upstream_model or name)
         engine = UpstreamEngine(upstream, model_for, upstream_api_key, max_queue)
     else:
-        options = {"device": device, **({"dtype": dtype} if dtype else {})}
+        options = {"device": device, **{k: v for k, v in (("dtype", dtype), ("base", base)) if v}}
         # loaded in the engine's worker thread, the one that runs the model (see BatchingEngine)
         engine = InProcessEngine(
             max_batch_size=max_batch_size,

@@ -1,4 +1,4 @@
-"""What `ric evaluate` and `ric generate` accept on a baseline's run comes from the method table: a flag
+"""What `ric evaluate` and `ric generate` accept on a baseline's run comes from the method registry: a flag
 the method would ignore is refused by name, before the recipe is parsed or any model loads."""
 
 import json
@@ -96,7 +96,7 @@ def test_evaluate_keys_the_method_reads_pass_the_check():
     "method, flags, fragment",
     [
         ("morlhf", {"preference": "0.5,0.5", "method": "l2"}, "--method: a morlhf run writes no score tags"),
-        ("soups", {"preference": "0.5,0.5", "adapter": "x"}, "--adapter: only ric runs have adapter folders"),
+        ("soups", {"preference": "0.5,0.5", "adapter": "x"}, "--adapter: applies to ric runs only"),
         ("soups", {"preference": "0.5,0.5", "guidance_scale": 3.0}, "--guidance_scale: applies to text-to-image"),
         ("sft", {"preference": "0.5,0.5"}, "--preference: a sft run answers without a preference"),
         ("sft", {"out": "x.png"}, "--out: applies to text-to-image runs only; this is a sft run"),

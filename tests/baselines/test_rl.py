@@ -28,8 +28,7 @@ def rl_recipe(tiny_recipe):
         eval_batch_size=4,
         save_steps=100,
     )
-    for key in ("generation_batch_size", "max_length"):
-        recipe.pop(key, None)
+    recipe.pop("max_length", None)
     tiny_recipe.write_text(yaml.safe_dump(recipe))
     return tiny_recipe
 

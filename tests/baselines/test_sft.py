@@ -26,7 +26,7 @@ def sft_recipe(tiny_model_dir, tmp_path, **changes) -> Path:
         lora_r=4,
         lora_alpha=8,
         max_completion_length=4,
-        generation_batch_size=4,
+        sampling_batch_size=4,
         save_steps=100,
         max_length=256,
         logging_steps=1,

@@ -300,7 +300,7 @@ def test_hh_rlhf_recipe_code_path_on_local_stand_ins(stand_ins, tiny_model_dir, 
         lora_alpha=8,
         num_online_iterations=0,
         max_completion_length=6,
-        generation_batch_size=8,
+        sampling_batch_size=8,
         save_steps=100,
         max_length=256,
     )
