@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from trl import ModelConfig as TRLModelConfig
 
@@ -56,10 +57,12 @@ class ModelConfig(TRLModelConfig):
         },
     )
 
+    requires_peft: ClassVar[bool] = True  # PRT may train its reward model fully
+
     def __post_init__(self):
         super().__post_init__()
-        if not self.use_peft:
-            raise ValueError("use_peft: every method here trains a LoRA adapter; set use_peft: true")
+        if self.requires_peft and not self.use_peft:
+            raise ValueError("use_peft: this method trains a LoRA adapter; set use_peft: true")
         if self.lora_r <= 0 or self.lora_alpha <= 0:
             raise ValueError(f"lora_r / lora_alpha must be positive, got {self.lora_r} / {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:

@@ -159,11 +159,15 @@ def train_adapter(
     overrides: dict | None = None,
     eos_after_budget_cut: bool | None = None,
     callbacks=None,
+    trainer_cls=None,
+    peft_config=None,
+    **trainer_kwargs,
 ):
     """One RiCTrainer run (resuming from the last checkpoint in `output_dir`); returns (trainer, stats).
 
-    A base model gets a new LoRA adapter from the recipe's LoRA settings; a PEFT model (an adapter
-    loaded trainable) is trained further as it is."""
+    A base model gets a new LoRA adapter from the recipe's LoRA settings (or `peft_config`); a PEFT model
+    (an adapter loaded trainable) is trained further as it is. `trainer_cls` (a RiCTrainer subclass, PRT's)
+    and `trainer_kwargs` change the trainer."""
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
@@ -171,8 +175,11 @@ def train_adapter(
     sft_args = dataclasses.replace(
         args, output_dir=str(output_dir), report_to=args.report_to or "none", **(overrides or {})
     )
-    peft_config = None if hasattr(model, "peft_config") else get_peft_config(model_args)
-    trainer = RiCTrainer(
+    if hasattr(model, "peft_config"):
+        peft_config = None
+    elif peft_config is None and model_args.use_peft:
+        peft_config = get_peft_config(model_args)
+    trainer = (trainer_cls or RiCTrainer)(
         model,
         args=sft_args,
         train_rows=rows,
@@ -181,6 +188,7 @@ def train_adapter(
         eos_after_budget_cut=eos_after_budget_cut,
         adapter_dtype=model_args.adapter_dtype,
         callbacks=callbacks,
+        **trainer_kwargs,
     )
     last = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
     if last:
@@ -223,8 +231,20 @@ def save_adapter(model, tokenizer, info: RunInfo, target: Path, extra: dict | No
             write_json(tmp / "train_stats.json", extra)
 
 
-def train(run_dir, model_args, data_args, args, meter=None, progress: bool = True) -> dict:
-    """Offline RiC training on the prepared data; returns the training statistics."""
+def train(
+    run_dir,
+    model_args,
+    data_args,
+    args,
+    meter=None,
+    progress: bool = True,
+    method: str = "ric",
+    prepare_model=None,
+    **trainer_kwargs,
+) -> dict:
+    """Offline training on the prepared data (RiC's; PRT's with `method="prt"`, its model hook
+    `prepare_model(model) -> (model, peft_config)` and its trainer in `trainer_kwargs`); returns the
+    training statistics. The result goes to RUN_DIR/adapter (or RUN_DIR/reward for a fully trained model)."""
     from reward_models import reward_display_name
 
     from .models import load_base_for_training, load_tokenizer
@@ -242,15 +262,29 @@ def train(run_dir, model_args, data_args, args, meter=None, progress: bool = Tru
         model_args.model_name_or_path, padding_side="right", trust_remote_code=args.trust_remote_code
     )
     model = load_base_for_training(model_args, args.trust_remote_code)
-    trainer, stats = train_adapter(model, tokenizer, train_rows, args, model_args, run_dir / "checkpoints" / "offline")
-    info = make_run_info(model_args, args, reward_stats, adapter="adapter")
+    peft_config = None
+    if prepare_model is not None:
+        model, peft_config = prepare_model(model)
+    trainer, stats = train_adapter(
+        model,
+        tokenizer,
+        train_rows,
+        args,
+        model_args,
+        run_dir / "checkpoints" / "offline",
+        peft_config=peft_config,
+        **trainer_kwargs,
+    )
+    folder = "adapter" if model_args.use_peft else "reward"
+    info = make_run_info(model_args, args, reward_stats, adapter=folder, method=method)
     first = trainer.sft_rows[0]
     stats.update(stage="offline", example_prompt=first["prompt"], example_completion=first["completion"])
     if is_main_process():
-        save_adapter(trainer.model, tokenizer, info, run_dir / "adapter", extra=stats)
+        save_adapter(trainer.model, tokenizer, info, run_dir / folder, extra=stats)
         info.save(run_dir)
         write_json(run_dir / "train_stats.json", stats)
-        plot_loss(stats["log_history"], run_dir / "train_loss.png", f"RiC offline SFT ({stats['rows']} rows)")
+        title = "RiC offline SFT" if method == "ric" else f"{method.upper()} training"
+        plot_loss(stats["log_history"], run_dir / "train_loss.png", f"{title} ({stats['rows']} rows)")
     wait_for_everyone()
     if meter is not None:
         meter.steps = stats["global_step"]

@@ -157,7 +157,7 @@ def test_methods_are_modules_found_by_name():
 
     from ric.methods import METHODS
 
-    assert list(METHODS)[:5] == ["ric", "morlhf", "soups", "sft", "diffusion"]
+    assert list(METHODS)[:6] == ["ric", "morlhf", "soups", "sft", "prt", "diffusion"]
     for name, method in METHODS.items():
         assert method is importlib.import_module(f"ric.methods.{name}").METHOD and method.name == name
 

@@ -340,7 +340,8 @@ class BatchingEngine:
         enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
         mask = enc["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        # a model of two (PRT: the base steered by r) brings a cache of its own that holds both models' layers
+        cache = model.new_cache() if hasattr(model, "new_cache") else DynamicCache()
         out = model(
             input_ids=enc["input_ids"],
             attention_mask=mask,

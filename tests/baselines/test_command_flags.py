@@ -71,11 +71,11 @@ def test_evaluate_and_serve_refuse_dtype_for_a_baseline(run_of, capsys):
 
     run = run_of("morlhf")
     assert main(["evaluate", str(run), "--dtype", "bfloat16"]) == 2
-    assert "--dtype: applies to ric runs only; this is a morlhf run" in capsys.readouterr().err
+    assert "--dtype: applies to ric and prt runs only; this is a morlhf run" in capsys.readouterr().err
     (run / "ric_run.json").write_text(
         json.dumps({"method": "morlhf", "base_model": "x", "rewards": ["a", "b"], "template": "chat"})
     )
-    with pytest.raises(ValueError, match="--dtype: applies to ric runs only"):
+    with pytest.raises(ValueError, match="--dtype: applies to ric and prt runs only"):
         load_service(run, dtype="bfloat16")
 
 
@@ -102,8 +102,10 @@ def test_evaluate_keys_the_method_reads_pass_the_check():
         ("sft", {"out": "x.png"}, "--out: applies to text-to-image runs only; this is a sft run"),
         ("morlhf", {}, "--preference: required for a morlhf run"),
         ("diffusion", {"preference": "0.5,0.5", "temperature": 0.5}, "--temperature: applies to text runs only"),
-        ("soups", {"preference": "0.5,0.5", "dtype": "bfloat16"}, "--dtype: applies to ric runs only"),
-        ("diffusion", {"preference": "0.5,0.5", "dtype": "float16"}, "--dtype: applies to ric runs only"),
+        ("soups", {"preference": "0.5,0.5", "dtype": "bfloat16"}, "--dtype: applies to ric and prt runs only"),
+        ("diffusion", {"preference": "0.5,0.5", "dtype": "float16"}, "--dtype: applies to ric and prt runs only"),
+        ("ric", {"preference": "0.5,0.5", "base": "other-model"}, "--base: applies to prt runs only"),
+        ("prt", {"preference": "0.5,0.5", "adapter": "x"}, "--adapter: applies to ric runs only"),
     ],
 )
 def test_generate_refuses_what_the_method_would_ignore(method, flags, fragment):
