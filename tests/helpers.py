@@ -31,3 +31,31 @@ def stages_of(recipe, argv=()):
 
     run = parse_run(list(argv), str(recipe))
     return run, METHODS[run.method].stages(run)
+
+
+def tiny_config(kind, tokenizer, **extra):
+    from transformers import LlamaConfig, Qwen2Config
+
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[kind]
+    extra.setdefault("vocab_size", len(tokenizer))
+    return cls(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        **extra,
+    )
+
+
+def tiny_model(kind, tokenizer, seed=0, **extra):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(kind, tokenizer, **extra)).eval()

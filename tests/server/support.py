@@ -91,7 +91,7 @@ def build_run(folder: Path, model_dir: Path, method: str = "ric") -> Path:
         "max_completion_length": 6,
         "eval_grid_divisions": 2,
     }
-    if method == "ric":
+    if method in ("ric", "prt"):
         recipe.update(per_device_train_batch_size=3, sampling_batch_size=4, max_length=128)
     else:
         recipe.update(max_steps=1, per_device_train_batch_size=4, num_generations=4, eval_batch_size=4)

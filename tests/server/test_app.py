@@ -415,6 +415,34 @@ def test_the_baselines_runs_are_served(tmp_path_factory, tiny_model_dir, method)
         srv.stop()
 
 
+def test_a_prt_run_is_served_steering_another_base(tmp_path_factory, tiny_model_dir, smol_tokenizer, capsys):
+    """`ric serve RUN --base MODEL`: r trained on the tiny Llama steers a tiny Qwen2 of the same vocabulary."""
+    from ric.cli import main
+    from tests.helpers import tiny_model
+
+    folder = tmp_path_factory.mktemp("serve-prt")
+    run = build_run(folder, tiny_model_dir, "prt")
+    qwen = folder / "qwen2"
+    tiny_model("qwen2", smol_tokenizer, seed=1).save_pretrained(qwen)
+    smol_tokenizer.save_pretrained(qwen)
+    srv = Server(run, "--base", str(qwen), "--batch-window-ms", "200")
+    try:
+        api = client(srv)
+        answer = api.chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=4, extra_body={"preference": [0.8, 0.2]}
+        )
+        assert answer.ric["targets"] and answer.ric["preference"] == [0.8, 0.2]
+        stream = api.completions.create(
+            model="run", prompt="Name a fruit.", max_tokens=4, stream=True, extra_body={"preference": [0.1, 0.9]}
+        )
+        assert sum(1 for _ in stream) >= 2
+        assert srv.stats()["generated_tokens"] > 0 and srv.stats()["requests"] == 2
+    finally:
+        srv.stop()
+    assert main(["serve", str(run), "--upstream", "http://127.0.0.1:9/v1"]) == 2
+    assert "two models together" in capsys.readouterr().err
+
+
 def test_an_upstream_openai_server_answers_behind_the_preference_mapping(ric_run):
     """`ric serve --upstream URL` maps the preference to tags and sends the formatted prompt upstream
     (vLLM in production; here another `ric serve --raw` of the same run, a real OpenAI-compatible server)."""
