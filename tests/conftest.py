@@ -42,25 +42,10 @@ def smol_tokenizer(smol_path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     """A 2-layer Llama of hidden size 16 with the SmolLM2 tokenizer, saved as a local model folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.helpers import tiny_model
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=smol_tokenizer.bos_token_id,
-        eos_token_id=smol_tokenizer.eos_token_id,
-        pad_token_id=smol_tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
     path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
+    tiny_model("llama", smol_tokenizer, seed=0).save_pretrained(path)
     smol_tokenizer.save_pretrained(path)
     return path
 

@@ -339,3 +339,26 @@ def test_zero_head_starts_from_the_base_policy_and_reloads_trained(prt_recipe):
         assert torch.count_nonzero(fresh(ids).logits) == 0
         trained = generator.model.models[1](ids).logits
     assert torch.count_nonzero(trained) > 0, "the output layer trained and was loaded back"
+
+
+def test_a_fully_trained_r_is_saved_as_a_model_and_steers(prt_recipe, qwen_dir):
+    """`use_peft: false`: r trains every weight, RUN_DIR/reward holds it as a model folder, and it loads back."""
+    import torch
+
+    from ric.cli import main
+    from ric.methods import METHODS
+    from ric.rundir import read_json
+    from tests.helpers import run_dir_of, update_recipe
+
+    update_recipe(prt_recipe, use_peft=False, max_steps=2)
+    run = run_dir_of(prt_recipe)
+    assert main(["prepare", str(prt_recipe)]) == 0 and main(["train", str(prt_recipe)]) == 0
+    assert read_json(run / "ric_run.json")["adapter"] == "reward" and (run / "reward/model.safetensors").exists()
+    generator = METHODS["prt"].load_generator(run, base=str(qwen_dir))
+    base, reward = generator.model.models
+    assert base.config.model_type == "qwen2" and reward.config.model_type == "llama"
+    trained = {k: v for k, v in reward.state_dict().items()}
+    fresh = type(reward).from_pretrained(generator.info.base_model).state_dict()
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh), "r's own weights moved in training"
+    out = generator.generate(["hi"], preference=[0.5, 0.5], max_new_tokens=3)
+    assert out[0]["targets"] is not None
