@@ -275,11 +275,10 @@ def lora_transfer_run() -> Path:
 
 def eft_evaluation(eval_dir: Path, reference: list[float]) -> dict:
     """Emulated fine-tuning on the updated base: log_softmax(updated) + log_softmax(RiC tuned) - log_softmax(base)."""
-    from ric.generation import GENERATION_FLAGS, PolicyFront
+    from ric.generation import evaluate_grid
     from ric.inference import RiCGenerator
     from ric.methods import parse_run
     from ric.models import load_causal_lm
-    from ric.report import evaluate_run, grid_points
     from ric.steering import eft_policy
 
     if not (eval_dir / "pareto.json").exists():
@@ -290,21 +289,17 @@ def eft_evaluation(eval_dir: Path, reference: list[float]) -> dict:
         )
         tuned = RiCGenerator.from_run(RIC_RUN)
         info = tuned.info
-        points = grid_points(info, "l2", None)
 
         def load_generator():
             old = load_causal_lm(info.base_model, device="cpu", dtype="float32")
             new = load_causal_lm(str(UPDATED), device="cpu", dtype="float32")
             return RiCGenerator(eft_policy(new, tuned.model, old), tuned.tokenizer, info)
 
-        evaluate_run(
+        evaluate_grid(
             run,
             info,
-            points,
-            lambda settings: PolicyFront(
-                load_generator, points, settings, method="l2", identity={"eft": str(UPDATED), "tuned": str(RIC_RUN)}
-            ),
-            flags=GENERATION_FLAGS,
+            load_generator,
+            identity={"eft": str(UPDATED), "tuned": str(RIC_RUN)},
             eval_dir=eval_dir,
             title="EFT",
             label="emulated fine-tuning (updated base + RiC tuned - base)",

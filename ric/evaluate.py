@@ -4,7 +4,7 @@ For every point of the grid the preference is mapped to targets, one response is
 held-out prompt with the targets in its prompt, and the responses are scored with the raw
 (un-normalised) rewards. The base model, unconditioned (adapter off, no tags), answers the same
 prompts first; then the adapter is merged into the base weights for speed and the grid is
-generated, batched across points (`ric.generation.PolicyFront` over a `RiCGenerator`).
+generated, batched across points (`ric.generation.evaluate_grid` over a `RiCGenerator`).
 `ric.report.evaluate_run` does the chunking, scoring and the files (eval/pareto.json, pareto.png,
 points/point_XX.csv, base.csv), as for every method.
 """
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .generation import GENERATION_FLAGS, PolicyFront, adapter_info, load_policy, resolve_adapter
+from .generation import adapter_info, evaluate_grid, load_policy, resolve_adapter
 from .inference import RiCGenerator
-from .report import evaluate_run, grid_points
 from .run_info import load_run_info
 
 
@@ -35,32 +34,15 @@ def evaluate(
     info, folder = load_run_info(run.run_dir)
     adapter_dir = Path(adapter) if adapter else resolve_adapter(folder, info)
     info = adapter_info(adapter_dir, info)
-    method = run.evaluation.eval_preference_method
-    points = grid_points(info, method, run.evaluation.eval_grid_divisions)
-
-    def front(settings):
-        return PolicyFront(
-            lambda: RiCGenerator(*load_policy(info, adapter_dir, device, dtype=dtype), info),
-            points,
-            settings,
-            method=method,
-            identity={"adapter": str(adapter_dir.resolve()), **({"dtype": dtype} if dtype else {})},
-        )
-
-    return evaluate_run(
+    return evaluate_grid(
         run,
         info,
-        points,
-        front,
-        flags=GENERATION_FLAGS,
+        lambda: RiCGenerator(*load_policy(info, adapter_dir, device, dtype=dtype), info),
+        identity={"adapter": str(adapter_dir.resolve()), **({"dtype": dtype} if dtype else {})},
+        extra={"adapter": str(adapter_dir), "dtype": dtype or info.model_kwargs.get("dtype", "auto")},
         eval_dir=eval_dir,
         overrides=overrides,
         progress=progress,
-        extra={
-            "adapter": str(adapter_dir),
-            "preference_method": method,
-            "dtype": dtype or info.model_kwargs.get("dtype", "auto"),
-        },
         title="RiC",
         label="RiC, one adapter (grid of preferences)",
     )

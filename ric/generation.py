@@ -487,3 +487,37 @@ class PolicyFront(FrontGenerator):
 
     def generation_stats(self) -> dict:
         return self.generator.tally.to_dict() if self.generator is not None else {}
+
+
+def evaluate_grid(
+    run,
+    info: RunInfo,
+    load_generator,
+    *,
+    identity: dict,
+    title: str,
+    label: str,
+    extra: dict | None = None,
+    eval_dir=None,
+    overrides: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """The preference grid of a run that writes score tags (RiC, PRT), each point's targets in the prompt,
+    answered by the `PolicyGenerator` that `load_generator()` returns, through the shared evaluation."""
+    from .report import evaluate_run, grid_points
+
+    method = run.evaluation.eval_preference_method
+    points = grid_points(info, method, run.evaluation.eval_grid_divisions)
+    return evaluate_run(
+        run,
+        info,
+        points,
+        lambda settings: PolicyFront(load_generator, points, settings, method=method, identity=identity),
+        flags=GENERATION_FLAGS,
+        eval_dir=eval_dir,
+        overrides=overrides,
+        progress=progress,
+        extra={**(extra or {}), "preference_method": method},
+        title=title,
+        label=label,
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .generation import PolicyFront, load_policy, merge_for_inference
+from .generation import evaluate_grid, load_policy, merge_for_inference
 from .inference import RiCGenerator
 from .recipe import RecipeError
 from .run_info import RunInfo, load_run_info
@@ -258,35 +258,18 @@ class PRTGenerator(RiCGenerator):
 
 def evaluate(run, eval_dir=None, overrides=None, progress: bool = True, dtype=None, base=None) -> dict:
     """A PRT run's preference grid (the base alone as the reference point), on its training base or `base`."""
-    from .generation import GENERATION_FLAGS
-    from .report import evaluate_run, grid_points
-
     info, folder = load_run_info(run.run_dir)
-    method = run.evaluation.eval_preference_method
-    points = grid_points(info, method, run.evaluation.eval_grid_divisions)
     steered = base or info.base_model
-    identity = {"reward": str((folder / (info.adapter or "adapter")).resolve()), "base": steered}
-    identity.update({"dtype": dtype} if dtype else {})
-
-    def front(settings):
-        return PolicyFront(
-            lambda: PRTGenerator.from_run(run.run_dir, dtype=dtype, base=base),
-            points,
-            settings,
-            method=method,
-            identity=identity,
-        )
-
-    return evaluate_run(
+    reward = str((folder / (info.adapter or "adapter")).resolve())
+    return evaluate_grid(
         run,
         info,
-        points,
-        front,
-        flags=GENERATION_FLAGS,
+        lambda: PRTGenerator.from_run(run.run_dir, dtype=dtype, base=base),
+        identity={"reward": reward, "base": steered, **({"dtype": dtype} if dtype else {})},
+        extra={"reward_model": reward, "steered_base": steered},
         eval_dir=eval_dir,
         overrides=overrides,
         progress=progress,
-        extra={"reward_model": identity["reward"], "steered_base": steered, "preference_method": method},
         title="PRT",
         label="PRT, one r steering the base (grid of preferences)",
     )
