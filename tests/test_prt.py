@@ -362,3 +362,31 @@ def test_a_fully_trained_r_is_saved_as_a_model_and_steers(prt_recipe, qwen_dir):
     assert any(not torch.equal(trained[k], fresh[k]) for k in fresh), "r's own weights moved in training"
     out = generator.generate(["hi"], preference=[0.5, 0.5], max_new_tokens=3)
     assert out[0]["targets"] is not None
+
+
+def test_prt_trains_r_beside_an_8bit_base(prt_recipe, monkeypatch):
+    """The base in 8-bit (bitsandbytes on the CPU): it stays quantized and frozen, r's LoRA trains in fp32."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ric.prt_trainer import PRTTrainer
+    from tests.helpers import run_dir_of, update_recipe
+
+    update_recipe(prt_recipe, load_in_8bit=True, max_steps=2)
+    run = run_dir_of(prt_recipe)
+    seen = {}
+    original = PRTTrainer.compute_loss
+
+    def spy(self, model, inputs, **kwargs):
+        seen["base_8bit"] = bool(getattr(self.prt_base, "is_loaded_in_8bit", False))
+        seen["base_trainable"] = sum(p.requires_grad for p in self.prt_base.parameters())
+        return original(self, model, inputs, **kwargs)
+
+    from ric.cli import main
+
+    monkeypatch.setattr(PRTTrainer, "compute_loss", spy)  # observes the real trainer, changes nothing
+    assert main(["prepare", str(prt_recipe)]) == 0 and main(["train", str(prt_recipe)]) == 0
+    assert seen == {"base_8bit": True, "base_trainable": 0}
+    weights = load_file(str(run / "adapter/adapter_model.safetensors"))
+    assert weights and all(w.dtype == torch.float32 for w in weights.values())
+    assert any(torch.count_nonzero(w) for k, w in weights.items() if "lora_B" in k), "r's LoRA moved"
