@@ -82,6 +82,10 @@ def parse_preference(preference, num_objectives: int | None = None, field: str =
     if any(w < 0 for w in weights):
         raise ValueError(f"{field}: {weights} contains a negative weight; weights must be >= 0")
     total = sum(weights)
+    if math.isinf(total):
+        raise ValueError(
+            f"{field}: {weights} are too large to add up (their sum overflows); give weights that sum to 1"
+        )
     if total == 0:
         raise ValueError(f"{field}: all weights are zero; at least one must be positive")
     if abs(total - 1.0) > 1e-6:

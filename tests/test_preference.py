@@ -64,6 +64,7 @@ def test_no_negative_zero():
         ("a,b", "cannot parse"),
         ("", "empty"),
         ("inf,1", "NaN or infinity"),
+        ("1e308,1e308", "too large to add up"),
     ],
 )
 def test_bad_preferences_name_the_field(bad, fragment):
