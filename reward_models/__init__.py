@@ -21,12 +21,14 @@ from .registry import (
     reward_display_name,
     reward_summary,
 )
+from .textnorm import combine_probabilities, textnorm_probabilities
 
 __all__ = [
     "INPUT_FORMATS",
     "FunctionScorer",
     "RewardScorer",
     "check_reward_names",
+    "combine_probabilities",
     "get_reward",
     "list_rewards",
     "load_pretrained",
@@ -34,4 +36,5 @@ __all__ = [
     "register_reward",
     "reward_display_name",
     "reward_summary",
+    "textnorm_probabilities",
 ]
