@@ -11,12 +11,20 @@ tokens), batched, and scored on the GPU when there is one.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from .loading import load_pretrained
 from .registry import INPUT_FORMATS, RewardScorer, register_reward
 
 MAX_REWARD_TOKENS = 1024
+# where a decoder-only classifier (a GPT-2 reward model) reads its score: the last non-pad token (transformers
+# since 4.48), the token before the first pad id (transformers up to 4.47, which the paper's code ran: with
+# a pad id equal to the bos between summary and post, the summary alone), or `auto`: first_pad when the
+# model's own config names a pad id, else last_token (what batch-1 scoring gave without one)
+POOLINGS = ("last_token", "first_pad", "auto")
+
+logger = logging.getLogger(__name__)
 
 
 def build_reward_inputs(input_format: str, prompts: list[str], responses: list[str], bos_token: str | None):
@@ -50,6 +58,9 @@ class SequenceClassifierScorer(RewardScorer):
         device: defaults to CUDA when available.
         dtype: torch dtype name for the model ("float32", "bfloat16", ...).
         trust_remote_code: off unless the user turns it on.
+        pooling: a decoder-only classifier's scoring position (`POOLINGS`): last_token (today's transformers),
+            first_pad (the token before the first pad id, as transformers up to 4.47 read it), or auto
+            (first_pad if the model's config names a pad id, else last_token; decided at load, logged).
     """
 
     def __init__(
@@ -64,12 +75,15 @@ class SequenceClassifierScorer(RewardScorer):
         dtype: str = "float32",
         trust_remote_code: bool = False,
         name: str | None = None,
+        pooling: str = "last_token",
     ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format: unknown {input_format!r}; choose one of {', '.join(INPUT_FORMATS)}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling: unknown {pooling!r}; choose one of {', '.join(POOLINGS)}")
         self.model_name = model
         self.name = name or os.path.basename(str(model).rstrip("/"))
         self.input_format, self.logit_index, self.batch_size = input_format, int(logit_index), batch_size
@@ -93,6 +107,7 @@ class SequenceClassifierScorer(RewardScorer):
             raise ValueError(
                 f"logit_index: {self.logit_index} is out of range for {model!r}, which has {num_labels} logits"
             )
+        self.pooling = self._resolve_pooling(pooling, self.model.config.pad_token_id)  # before ric sets a pad
         if self.tokenizer.pad_token is None:
             # GPT-2 reward models have no pad token; the classifier reads the last non-pad position.
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -107,6 +122,24 @@ class SequenceClassifierScorer(RewardScorer):
         if tok_limit and tok_limit < 10**8:
             limits.append(int(tok_limit))
         self.max_length = min(limits)
+
+    def _resolve_pooling(self, pooling: str, config_pad) -> str:
+        if pooling == "auto":
+            pooling = "first_pad" if config_pad is not None else "last_token"
+            logger.info(
+                "reward %s: pooling %s (the model's config %s)",
+                self.name,
+                pooling,
+                f"names pad id {config_pad}" if config_pad is not None else "names no pad id",
+            )
+        if pooling == "first_pad":
+            if not hasattr(self.model, "score"):
+                raise ValueError(
+                    f"pooling: first_pad reads a decoder-only classifier's per-position scores; {self.model_name!r} "
+                    f"({type(self.model).__name__}) has none: use pooling: last_token"
+                )
+            self.tokenizer.padding_side = "right"  # the first pad id must follow the text, not precede it
+        return pooling
 
     def encode(self, prompts: list[str], responses: list[str]):
         """Tokenize a batch exactly as the model reads it (exposed for tests and debugging)."""
@@ -126,5 +159,18 @@ class SequenceClassifierScorer(RewardScorer):
 
         enc = self.encode(prompts, responses).to(self.device)
         with torch.inference_mode():
+            if self.pooling == "first_pad":
+                return self._first_pad_scores(enc)
             logits = self.model(**enc).logits
         return logits[:, self.logit_index].float().cpu().tolist()
+
+    def _first_pad_scores(self, enc):
+        """transformers <= 4.47's GPT-2 pooling: the score at the token before the first pad id (the last token
+        when there is none), from the per-position scores of the classifier head."""
+        hidden = self.model.base_model(**enc)[0]
+        scores = self.model.score(hidden)
+        ids = enc["input_ids"]
+        first_pad = (ids == self.model.config.pad_token_id).int().argmax(-1)  # 0 when the row holds none
+        position = (first_pad - 1) % ids.shape[-1]
+        rows = scores[range(len(ids)), position]
+        return rows[:, self.logit_index].float().cpu().tolist()

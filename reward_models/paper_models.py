@@ -14,6 +14,8 @@ recipe's `reward_models: {harmless: {model: /local/copy}}`) feeds a local copy t
 adapter. Inputs are truncated to the model's limit (at most 1024 tokens) and batched. In the
 summary task the paper's code gives `deberta` the task's instruction prompt as its question:
 `reward_models: {deberta: {prompt_template: SUMMARY_INSTRUCTION_PROMPT}}` (the Reddit recipes do).
+`summary` scores where the paper's code (transformers 4.45) did: with a pad id in the model's own
+config, at the token before the first pad id, the bos between summary and post (`pooling: auto`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ PAPER_REWARD_MODELS = {
         "logit_index": 0,
     },
     "humor": {"model": "mohameddhiab/humor-no-humor", "input_format": "response", "logit_index": 1},
-    "summary": {"model": "Tristan/gpt2_reward_summarization", "input_format": "response_bos_prompt", "logit_index": 0},
+    # pooling auto: the official code's rule, from the hub config's own pad id (see SequenceClassifierScorer)
+    "summary": {
+        "model": "Tristan/gpt2_reward_summarization",
+        "input_format": "response_bos_prompt",
+        "logit_index": 0,
+        "pooling": "auto",
+    },
     "faithful": {
         "model": "CogComp/bart-faithful-summary-detector",
         "input_format": "response_prompt",
@@ -62,7 +70,7 @@ def _factory(name: str, spec: dict):
         trust_remote_code: bool = False,
         **overrides,
     ):
-        unknown = sorted(set(overrides) - {"input_format", "logit_index", "prompt_template"})
+        unknown = sorted(set(overrides) - {"input_format", "logit_index", "prompt_template", "pooling"})
         if unknown:  # before any model loads
             raise ValueError(f"reward {name!r}: unknown field(s) {unknown}")
         scorer = SequenceClassifierScorer(
@@ -70,6 +78,7 @@ def _factory(name: str, spec: dict):
             input_format=overrides.get("input_format", spec["input_format"]),
             logit_index=overrides.get("logit_index", spec["logit_index"]),
             prompt_template=overrides.get("prompt_template", "{prompt}"),
+            pooling=overrides.get("pooling", spec.get("pooling", "last_token")),
             max_length=max_length,
             batch_size=batch_size,
             device=device,

@@ -315,3 +315,37 @@ def test_hh_rlhf_recipe_code_path_on_local_stand_ins(stand_ins, tiny_model_dir, 
     assert stats["example_prompt"].count("\n\nAssistant:") >= 1
     pareto = json.loads((run / "eval/pareto.json").read_text())
     assert len(pareto["points"]) == 11 and pareto["num_prompts"] == 3 and pareto["rewards"] == ["harmless", "humor"]
+
+
+def test_summary_pooling_first_pad_and_last_token_on_a_gpt2_with_pad_equal_to_bos(stand_ins):
+    """pad id = bos id (GPT-2's 50256): transformers <= 4.47 scored at the token before the first pad id,
+    the end of the summary, so the post did not count; today's transformers score at the last non-pad token."""
+    from transformers import AutoModelForSequenceClassification
+
+    first = get_reward("summary", model=stand_ins["summary"], pooling="first_pad")
+    last = get_reward("summary", model=stand_ins["summary"], pooling="last_token")
+    auto = get_reward("summary", model=stand_ins["summary"])
+    assert (first.pooling, last.pooling, auto.pooling) == ("first_pad", "last_token", "first_pad")
+    posts = [PROMPT, "hello world"]
+    summaries = [RESPONSE, RESPONSE]
+    model = AutoModelForSequenceClassification.from_pretrained(stand_ins["summary"]).eval()
+    with torch.inference_mode():
+        alone = model(**last.tokenizer([RESPONSE], return_tensors="pt")).logits[0, 0].item()
+        whole = model(**last.encode(posts[:1], summaries[:1])).logits[0, 0].item()
+    got_first = first(posts, summaries)
+    assert got_first == pytest.approx([alone, alone], abs=1e-5), "first_pad reads the summary alone"
+    assert last(posts[:1], summaries[:1]) == pytest.approx([whole], abs=1e-5)
+    assert abs(whole - alone) > 1e-4, "the post changes the last-token score (the check can fail)"
+    assert last(posts, summaries)[0] != pytest.approx(last(posts, summaries)[1], abs=1e-6)
+
+
+def test_pooling_auto_without_a_configured_pad_and_a_bad_pooling(tmp_path, stand_ins):
+    torch.manual_seed(0)
+    tokenizer = word_tokenizer("gpt2")
+    config = GPT2Config(vocab_size=len(WORDS) + 4, n_embd=8, n_layer=1, n_head=2, n_positions=64, num_labels=1)
+    folder = save(tmp_path, "no-pad", GPT2ForSequenceClassification(config), tokenizer)
+    assert get_reward("summary", model=folder).pooling == "last_token"
+    with pytest.raises(ValueError, match="pooling: unknown 'middle'"):
+        get_reward("summary", model=folder, pooling="middle")
+    with pytest.raises(ValueError, match="pooling: first_pad reads a decoder-only classifier"):
+        get_reward("faithful", model=stand_ins["faithful"], pooling="first_pad")
