@@ -232,6 +232,8 @@ def test_paper_recipes_keep_the_official_settings(recipe):
     if recipe.stem.startswith(("morlhf", "soups")):
         assert values["model_name_or_path"] == f"runs/{recipe.parent.name}/sft/merged", "the baselines start from SFT"
         assert (ROOT / "recipes" / recipe.parent.name / "sft.yaml").exists()
+    if recipe.stem == "sft":  # sft/sft.py: the completion-only collator, batch 1 per device
+        assert values["completion_only_loss"] is True and values["per_device_train_batch_size"] == 1
     if "deberta" in recipe.stem:
         declared = yaml.safe_load(recipe.read_text())["reward_models"]["deberta"]
         assert declared["prompt_template"] == SUMMARY_INSTRUCTION_PROMPT
