@@ -1,12 +1,18 @@
 """Configuration of the RL baselines: MORLHF (one RL run per preference point on the weighted sum
 of rewards) and Rewarded Soups (one RL run per reward, mixed at generation time).
 
-TRL 1.x has no PPOTrainer; the online RL trainers are GRPO and RLOO. The baselines therefore run
-TRL's GRPOTrainer (PPO-style clipped objective with a group baseline instead of a value model) or,
-with `rl_algorithm: rloo`, RLOOTrainer. The paper's PPO settings carry over where TRL has the knob:
-KL coefficient `beta` 0.2, learning rate 1e-5, LoRA. `reward_weights` is set to each preference
-point, so GRPO optimises sum_i w_i r_i (a plain weighted sum, checked against its logs); per-reward
-means are logged as `rewards/<name>/mean`.
+Why not PPO: TRL 1.0-1.9 shipped `trl.experimental.ppo` (PPOTrainer), which scores with a reward
+*model* and trains a value model beside the policy, and takes no reward functions (the registry's
+scorers, a weighted sum of several); later releases removed it, and the pinned TRL has none. The
+baselines therefore run TRL's GRPOTrainer (PPO's clipped objective with a group baseline in place of
+the value head) or, with `rl_algorithm: rloo`, RLOOTrainer. The paper's PPO settings carry over where
+TRL has the knob: KL coefficient `beta` 0.2 (fixed: GRPO has no adaptive KL controller, the code's
+starts at 0.2 with target 3), learning rate 1e-5, gradient clipping 0.5, LoRA, and rollouts sampled as
+the code's PPO samples them (`rollout_*`: temperature 0.7, top_p 1.0, top_k 0, no end token as the first
+token). `temperature` and `top_p` are the run's evaluation and `ric generate` settings, as for RiC, so
+every method's front is sampled alike. `reward_weights` is set to each preference point, so GRPO
+optimises sum_i w_i r_i (a plain weighted sum, checked against its logs); per-reward means are logged
+as `rewards/<name>/mean`.
 """
 
 from __future__ import annotations
@@ -28,9 +34,30 @@ class RLConfig(GRPOConfig, ObjectivesConfig):
     beta: float = field(default=0.2, metadata={"help": "KL coefficient (paper: 0.2)."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (paper: 1e-5)."})
     temperature: float = field(
-        default=0.7, metadata={"help": "Sampling temperature (RiC's generation setting, for comparable fronts)."}
+        default=0.7,
+        metadata={
+            "help": "Sampling temperature of the evaluation and `ric generate` (RiC's setting, so that every "
+            "method's front is sampled alike); the RL rollouts use rollout_temperature."
+        },
     )
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (RiC's generation setting)."})
+    top_p: float = field(
+        default=0.9, metadata={"help": "Nucleus sampling of the evaluation and `ric generate` (RiC's setting)."}
+    )
+    rollout_temperature: float = field(
+        default=0.7, metadata={"help": "Temperature of the RL rollouts (the paper's PPO: 0.7)."}
+    )
+    rollout_top_p: float = field(default=1.0, metadata={"help": "top_p of the RL rollouts (the paper's PPO: 1.0)."})
+    rollout_top_k: int = field(
+        default=0, metadata={"help": "top_k of the RL rollouts, 0 for none (the paper's PPO: 0)."}
+    )
+    rollout_end_first: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether a rollout may end at its first token (the paper's PPO suppresses the end token there; "
+            "not applied with use_vllm)."
+        },
+    )
+    max_grad_norm: float = field(default=0.5, metadata={"help": "Gradient clipping (the paper's PPO: 0.5)."})
     sampling_batch_size: int = field(
         default=32,
         metadata={
@@ -60,6 +87,11 @@ class RLConfig(GRPOConfig, ObjectivesConfig):
             raise ValueError("output_dir: the run directory is required (e.g. output_dir: runs/demo-morlhf)")
         if self.sampling_batch_size < 1:
             raise ValueError(f"sampling_batch_size must be a positive integer, got {self.sampling_batch_size}")
+        if not self.rollout_temperature > 0 or not 0 < self.rollout_top_p <= 1 or self.rollout_top_k < 0:
+            raise ValueError(
+                "rollout_temperature must be > 0, rollout_top_p in (0, 1] and rollout_top_k >= 0; got "
+                f"{self.rollout_temperature}, {self.rollout_top_p}, {self.rollout_top_k}"
+            )
         if self.rl_algorithm == "rloo":
             self.refuse_grpo_only_keys()
         super().__post_init__()
@@ -87,6 +119,10 @@ class RLConfig(GRPOConfig, ObjectivesConfig):
 _OWN_FIELDS = {f for cls in (ObjectivesConfig,) for f in cls.__dataclass_fields__} | {
     "rl_algorithm",
     "sampling_batch_size",
+    "rollout_temperature",
+    "rollout_top_p",
+    "rollout_top_k",
+    "rollout_end_first",
     "preferences",
     "num_preference_points",
 }

@@ -73,6 +73,31 @@ def rl_dataset(prompts, template: str, tokenizer, system_prompt: str | None = No
     return datasets.Dataset.from_dict({"prompt": texts, "raw_prompt": list(prompts)})
 
 
+def rollout_config(args, weights, output_dir: Path, tokenizer):
+    """The trainer's config for one policy: the weights, and the rollouts sampled with the `rollout_*` keys
+    (the recipe's `temperature` / `top_p` stay the evaluation's), the end token suppressed as the first token
+    unless `rollout_end_first`."""
+    import dataclasses
+
+    extra = dict(args.generation_kwargs or {})
+    if not args.rollout_end_first and not args.use_vllm:
+        extra["begin_suppress_tokens"] = [tokenizer.eos_token_id]
+    # GRPOConfig derives generation_batch_size from steps_per_generation in __post_init__; passing
+    # both back would be refused, so only the latter travels.
+    return dataclasses.replace(
+        args,
+        output_dir=str(output_dir),
+        reward_weights=list(weights),
+        report_to=args.report_to or "none",
+        generation_batch_size=None,
+        steps_per_generation=args.steps_per_generation,
+        temperature=args.rollout_temperature,
+        top_p=args.rollout_top_p,
+        top_k=args.rollout_top_k,
+        generation_kwargs=extra or None,
+    )
+
+
 def train_rl_policy(model_args, args, scorers, weights, dataset, tokenizer, output_dir: Path) -> dict:
     """One RL run on sum_i w_i r_i; saves the LoRA adapter in `output_dir` and returns its statistics."""
     import dataclasses
@@ -85,16 +110,7 @@ def train_rl_policy(model_args, args, scorers, weights, dataset, tokenizer, outp
     counter: dict = {}
     reward_funcs = make_reward_functions(scorers, args.template, counter)
     checkpoints = output_dir / "checkpoints"
-    # GRPOConfig derives generation_batch_size from steps_per_generation in __post_init__; passing
-    # both back would be refused, so only the latter travels.
-    rl_args = dataclasses.replace(
-        args,
-        output_dir=str(checkpoints),
-        reward_weights=list(weights),
-        report_to=args.report_to or "none",
-        generation_batch_size=None,
-        steps_per_generation=args.steps_per_generation,
-    )
+    rl_args = rollout_config(args, weights, checkpoints, tokenizer)
     model = load_base_for_training(model_args, args.trust_remote_code)
     if args.rl_algorithm == "rloo":
         fields = {f.name for f in dataclasses.fields(RLOOConfig) if f.init}

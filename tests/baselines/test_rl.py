@@ -195,3 +195,34 @@ def test_grpo_keeps_an_fp32_adapter_on_an_8bit_base(rl_recipe):
     assert stats["global_step"] == 1
     saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     assert saved and {v.dtype for v in saved.values()} == {torch.float32}
+
+
+def test_rollouts_have_their_own_sampling_and_every_demo_method_evaluates_alike(smol_tokenizer, tmp_path):
+    """GRPO's rollouts take the rollout_* keys (the paper's PPO: temperature 0.7, top_p 1.0, top_k 0, no end
+    token first, clipping 0.5); the recipe's temperature / top_p stay the evaluation's, the same for every
+    demo method."""
+    from ric.baselines.rl import rollout_config
+    from ric.run_info import build_run_info
+    from tests.helpers import ROOT, parse_run_args
+
+    recipe = tmp_path / "morlhf.yaml"
+    recipe.write_text(yaml.safe_dump({"method": "morlhf", "output_dir": str(tmp_path / "run"), "temperature": 0.3}))
+    (_, _, args, _), _ = parse_run_args([], recipe)
+    rl = rollout_config(args, [0.5, 0.5], tmp_path / "c", smol_tokenizer)
+    assert (rl.temperature, rl.top_p, rl.top_k, rl.max_grad_norm, rl.beta) == (0.7, 1.0, 0, 0.5, 0.2)
+    assert rl.generation_kwargs == {"begin_suppress_tokens": [smol_tokenizer.eos_token_id]}
+    assert rl.reward_weights == [0.5, 0.5] and args.temperature == 0.3
+    kept = rollout_config(
+        parse_run_args(["--rollout_end_first", "true"], recipe)[0][2], [1, 0], tmp_path, smol_tokenizer
+    )
+    assert kept.generation_kwargs is None
+
+    evaluation = {}
+    for name in ("ric", "prt", "sft", "morlhf", "soups"):
+        path = ROOT / "recipes/demo" / f"{name}.yaml"
+        if not path.exists():
+            continue
+        (model_args, _, method_args, _), _ = parse_run_args([], path)
+        info = build_run_info(name, model_args.model_name_or_path, method_args, ["positivity", "conciseness"])
+        evaluation[name] = {k: v for k, v in info.generation.items() if k != "batch_size"}
+    assert len(evaluation) >= 4 and all(v == evaluation["ric"] for v in evaluation.values()), evaluation
