@@ -248,31 +248,31 @@ def cmd_serve(argv: list[str]) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", help="require Authorization: Bearer KEY (default: $RIC_API_KEY, else none)")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="rows per batched generation")
-    parser.add_argument("--batch-window-ms", type=float, default=20, help="how long a batch waits for company")
-    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting or running; beyond: 429")
-    parser.add_argument("--max-tokens", type=int, default=512, help="the cap on a request's max_tokens")
-    parser.add_argument("--max-prompt-tokens", type=int, default=2048)
-    parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    parser.add_argument("--api_key", help="require Authorization: Bearer KEY (default: $RIC_API_KEY, else none)")
+    parser.add_argument("--max_batch_size", type=int, default=16, help="rows per batched generation")
+    parser.add_argument("--batch_window_ms", type=float, default=20, help="how long a batch waits for company")
+    parser.add_argument("--max_queue", type=int, default=64, help="requests waiting or running; beyond: 429")
+    parser.add_argument("--max_tokens", type=int, default=512, help="the cap on a request's max_tokens")
+    parser.add_argument("--max_prompt_tokens", type=int, default=2048)
+    parser.add_argument("--max_body_bytes", type=int, default=1_000_000)
     parser.add_argument(
         "--upstream",
         help="an OpenAI-compatible server (e.g. vllm serve) that serves the run's "
         "base model with its adapter: base URL ending in /v1",
     )
-    parser.add_argument("--upstream-model", help="the upstream's model name for the adapter (RiC; default: run name)")
-    parser.add_argument("--upstream-api-key", help="API key of the upstream server")
+    parser.add_argument("--upstream_model", help="the upstream's model name for the adapter (RiC; default: run name)")
+    parser.add_argument("--upstream_api_key", help="API key of the upstream server")
     parser.add_argument("--raw", action="store_true", help="serve prompts as they are (no template, no tags)")
     parser.add_argument("--device", help="torch device for the in-process engine (default: cuda if present)")
     parser.add_argument("--dtype", help=DTYPE_HELP)
     parser.add_argument("--base", help=BASE_HELP)
-    parser.add_argument("--no-page", action="store_true", help="no web page at /")
+    parser.add_argument("--no_page", action="store_true", help="no web page at /")
     known = parser.parse_args(argv)
     for name in ("max_batch_size", "max_queue", "max_tokens", "max_prompt_tokens", "max_body_bytes", "port"):
         if getattr(known, name) < 1:
-            raise RecipeError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(known, name)}")
+            raise RecipeError(f"--{name}: must be a positive integer, got {getattr(known, name)}")
     if known.upstream_model and not known.upstream:
-        raise RecipeError("--upstream-model: applies with --upstream only")
+        raise RecipeError("--upstream_model: applies with --upstream only")
     check_dtype(known.dtype)
     if known.dtype and known.upstream:
         raise RecipeError("--dtype: the upstream server holds the weights; set its dtype there (remove --dtype)")
@@ -330,8 +330,20 @@ COMMANDS = {
 }
 
 
+def one_spelling(argv: list[str]) -> list[str]:
+    """Flags are spelled with underscores (`--max_new_tokens`, as a recipe's keys); the dashed spelling
+    (`--max-new-tokens`) is accepted for every command and turned into it."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            token = "--" + name.replace("-", "_") + eq + value
+        out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = one_spelling(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

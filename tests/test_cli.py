@@ -290,3 +290,14 @@ def test_damaged_run_files_are_named(tiny_recipe, tmp_path, capsys):
     (run / "eval/pareto.json").write_text("[]")
     assert main(["compare", str(run)]) == 2
     assert "pareto.json" in capsys.readouterr().err
+
+
+def test_flags_take_either_spelling(tmp_path, capsys):
+    """One spelling, underscores (a recipe's keys), is documented; dashes are accepted by every command."""
+    from ric.cli import one_spelling
+
+    argv = ["run", "r.yaml", "--max-steps", "3", "--eval-num-prompts=2", "-x", "--", "a-b"]
+    assert one_spelling(argv) == ["run", "r.yaml", "--max_steps", "3", "--eval_num_prompts=2", "-x", "--", "a-b"]
+    for flag in ("--max-batch-size", "--max_batch_size"):
+        assert main(["serve", str(tmp_path), flag, "0"]) == 2
+        assert "--max_batch_size: must be a positive integer" in capsys.readouterr().err
