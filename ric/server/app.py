@@ -258,9 +258,7 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
                 f"this server's limit of {limits.max_prompt_tokens}",
                 "messages" if kind == "chat" else "prompt",
             )
-        events = service.engine.run(
-            text, condition, parsed.max_tokens, parsed.temperature, parsed.top_p, parsed.seed, prompt_tokens
-        )
+        events = service.engine.run(text, condition, parsed.max_tokens, parsed.temperature, parsed.top_p, parsed.seed)
         try:
             first = await events.__anext__()  # the queue is checked here: a full one answers 429 now
         except EngineBusy as err:

@@ -44,7 +44,6 @@ class GenRequest:
     seed: int | None
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
-    prompt_tokens: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def emit(self, *event) -> None:

@@ -33,9 +33,7 @@ class InProcessEngine:
     def generator(self):
         return self.batching.generator
 
-    async def run(
-        self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed, prompt_tokens: int = 0
-    ):
+    async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed):
         loop = asyncio.get_running_loop()
         request = GenRequest(
             text=text,
@@ -46,7 +44,6 @@ class InProcessEngine:
             seed=seed,
             loop=loop,
             events=asyncio.Queue(),
-            prompt_tokens=prompt_tokens,
         )
         self.batching.submit(request)  # EngineBusy when the queue is full
         try:
@@ -75,9 +72,7 @@ class UpstreamEngine:
         self.max_queue, self.running = max_queue, 0
         self.counters = {"requests": 0, "upstream_errors": 0, "generated_tokens": 0}
 
-    async def run(
-        self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed, prompt_tokens: int = 0
-    ):
+    async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed):
         if self.running >= self.max_queue:
             raise EngineBusy(f"{self.running} requests are running (max_queue {self.max_queue})")
         self.running += 1

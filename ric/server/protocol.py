@@ -20,23 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-# fields a client may send that change nothing here, accepted and ignored (the openai client sends some)
-IGNORED_FIELDS = {
-    "user",
-    "stream_options",
-    "metadata",
-    "store",
-    "service_tier",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "parallel_tool_calls",
-    "reasoning_effort",
-    "safety_identifier",
-    "prompt_cache_key",
-    "verbosity",
-}
-
 
 class RequestError(ValueError):
     """A request that cannot be answered as given: HTTP `status` with an OpenAI-style error naming `param`."""
