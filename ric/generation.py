@@ -256,11 +256,13 @@ def load_policy(
     device: str | None = None,
     merge: bool = False,
     dtype: str | None = None,
+    prepare_base=None,
 ):
     """Base model (+ the run's LoRA adapter when `adapter_dir` is given) and tokenizer, ready to generate.
 
     `merge=True` folds the adapter into the base weights for speed (see `merge_for_inference`).
     `dtype` overrides the run's weight dtype for answering (`INFERENCE_DTYPES`; the run's by default).
+    `prepare_base(model)` changes the base before the adapter loads (PRT's `zero_head` output layer).
     """
     from .models import load_causal_lm, load_tokenizer
 
@@ -268,6 +270,8 @@ def load_policy(
     if dtype is not None:
         kwargs["dtype"] = check_inference_dtype(dtype)
     model = load_causal_lm(info.base_model, device=device, **kwargs)
+    if prepare_base is not None:
+        prepare_base(model)
     tokenizer_source = adapter_dir if adapter_dir is not None else info.base_model
     tokenizer = load_tokenizer(str(tokenizer_source), trust_remote_code=kwargs.get("trust_remote_code", False))
     if adapter_dir is not None:
@@ -302,14 +306,9 @@ def merge_for_inference(model) -> bool:
     Quantized bases (8-bit, 4-bit) are left unmerged: merging would round the adapter into them.
     Returns whether the adapter was merged.
     """
-    if not hasattr(model, "merge_adapter"):
-        return False
-    base = model.get_base_model()
-    if (
-        getattr(base, "is_loaded_in_8bit", False)
-        or getattr(base, "is_loaded_in_4bit", False)
-        or getattr(base, "quantization_method", None)
-    ):
+    from .models import is_quantized
+
+    if not hasattr(model, "merge_adapter") or is_quantized(model.get_base_model()):
         return False
     model.merge_adapter()
     return True

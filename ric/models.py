@@ -200,6 +200,15 @@ def load_base_for_training(model_args, trust_remote_code: bool = False):
     )
 
 
+def is_quantized(model) -> bool:
+    """Whether a loaded model's weights are quantized (8-bit, 4-bit or another quantization method)."""
+    return bool(
+        getattr(model, "is_loaded_in_8bit", False)
+        or getattr(model, "is_loaded_in_4bit", False)
+        or getattr(model, "quantization_method", None)
+    )
+
+
 def cast_adapter(model, dtype: str) -> int:
     """Cast every trainable parameter (the LoRA weights) to `dtype` in place; returns how many.
 

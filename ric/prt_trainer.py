@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from .models import is_quantized
 from .ric_trainer import RiCTrainer, train
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class PRTTrainer(RiCTrainer):
         forward = {k: inputs[k] for k in keys if k in inputs}
         reward = model(**forward, use_cache=False)
         device = reward.logits.device
-        if next(self.prt_base.parameters()).device != device and not _quantized(self.prt_base):
+        if next(self.prt_base.parameters()).device != device and not is_quantized(self.prt_base):
             self.prt_base.to(device)
         with torch.no_grad():
             base_logits = self.prt_base(**forward, use_cache=False).logits
@@ -87,10 +88,6 @@ class PRTTrainer(RiCTrainer):
         for name, value in metrics.items():
             self._metrics[mode][name].append(value)
         return (loss, reward) if return_outputs else loss
-
-
-def _quantized(model) -> bool:
-    return bool(getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False))
 
 
 def zero_output_layer(model):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .generation import evaluate_grid, load_policy, merge_for_inference
+from .generation import evaluate_grid, load_policy
 from .inference import RiCGenerator
 from .recipe import RecipeError
 from .run_info import RunInfo, load_run_info
@@ -210,20 +210,16 @@ def load_reward_model(info: RunInfo, folder: Path, device=None, dtype=None):
         model = load_causal_lm(str(where), device=device, **kwargs)
         return model.eval(), load_tokenizer(str(where), trust_remote_code=kwargs.get("trust_remote_code", False))
     saved = read_json(where / "adapter_config.json").get("modules_to_save") or []
-    if saved:
-        from peft import PeftModel
-
+    prepare_base = None
+    if saved:  # r started with a zero output layer (`zero_head`), trained beside the LoRA: put one back first
         from .prt_trainer import zero_output_layer
 
-        model = load_causal_lm(info.base_model, device=device, **kwargs)
-        head = zero_output_layer(model)
-        if head not in saved:
-            raise FileNotFoundError(f"{where}: modules_to_save {saved} do not hold the output layer {head!r}")
-        model = PeftModel.from_pretrained(model, str(where))
-        merge_for_inference(model)
-        tokenizer = load_tokenizer(str(where), trust_remote_code=kwargs.get("trust_remote_code", False))
-        return model.eval(), tokenizer
-    return load_policy(info, where, device, merge=True, dtype=dtype)
+        def prepare_base(model):
+            head = zero_output_layer(model)
+            if head not in saved:
+                raise FileNotFoundError(f"{where}: modules_to_save {saved} do not hold the output layer {head!r}")
+
+    return load_policy(info, where, device, merge=True, dtype=dtype, prepare_base=prepare_base)
 
 
 class PRTGenerator(RiCGenerator):
@@ -247,10 +243,7 @@ class PRTGenerator(RiCGenerator):
         if base is not None:
             trust = kwargs.get("trust_remote_code", False)
             check_same_vocabulary(tokenizer, load_tokenizer(name, trust_remote_code=trust), reward, base_model, name)
-        info.generation = {**info.generation}
-        generator = cls(prt_policy(base_model, reward), tokenizer, info)
-        generator.base_name = name
-        return generator
+        return cls(prt_policy(base_model, reward), tokenizer, info)
 
     def prepare_points(self) -> None:
         """r was merged when it loaded; nothing to do."""

@@ -63,7 +63,8 @@ def _entry_points() -> dict[str, str]:
 def _module_names() -> dict[str, str]:
     """Method name -> module path: this package's modules, then plug-ins (which may not shadow a built-in)."""
     here = [m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_METHODS]
-    found = {name: f"{__name__}.{name}" for name in sorted(here, key=lambda n: (_ORDER + (n,)).index(n))}
+    order = sorted(here, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER))
+    found = {name: f"{__name__}.{name}" for name in order}
     for name, module in _entry_points().items():
         found.setdefault(name, module)
     return found
