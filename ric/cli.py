@@ -5,6 +5,7 @@
     ric evaluate RUN_DIR [--key value ...]      the Pareto front of a trained run (any method)
     ric generate RUN_DIR --preference 0.2,0.8 "PROMPT" [...]
     ric serve RUN_DIR [--port 8000 ...]         an OpenAI-compatible server (+ web page), a preference per request
+    ric export RUN_DIR OUT [--format hf|gguf]   the run as one merged model (+ ric_serving.json) for any engine
     ric compare RUN_DIR... [--out DIR]          every method's front on one plot + hypervolume/compute table
     ric status RUN_DIR                          which stages a run directory finished, and their compute
     ric rewards                                 the registered reward names
@@ -50,6 +51,7 @@ def _setup_logging() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="[ric] %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request it makes
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         import transformers
@@ -118,13 +120,36 @@ def cmd_evaluate(argv: list[str]) -> None:
         help="RiC runs: adapter folder to evaluate, or a trainer checkpoint of the run "
         "(RUN_DIR/checkpoints/offline/checkpoint-100); default: the run's latest",
     )
-    parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval)")
+    parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval; with --engine: eval-ENGINE-TYPE)")
     parser.add_argument("--dtype", help=DTYPE_HELP)
     parser.add_argument("--base", help=BASE_HELP)
+    parser.add_argument(
+        "--engine",
+        help="RiC runs: answer the grid from the run's export under llama.cpp (or vllm), as `ric serve --engine` "
+        "does; default: in-process (builtin)",
+    )
+    parser.add_argument(
+        "--outtype", help="with --engine llama.cpp: the GGUF type (f32, f16, bf16, q8_0; default q8_0)"
+    )
     known, rest = parser.parse_known_args(argv)
     check_dtype(known.dtype)
+    engine = known.engine if known.engine != "builtin" else None
+    if known.outtype and not engine:
+        raise RecipeError("--outtype: applies with --engine llama.cpp or vllm (the export they answer from)")
+    eval_dir = known.eval_dir
+    if engine and not eval_dir:
+        from .server.engines import DEFAULT_OUTTYPE
+
+        eval_dir = Path(known.run_dir) / f"eval-{engine}-{known.outtype or DEFAULT_OUTTYPE.get(engine, '')}"
     stage, eval_dir = open_evaluation(
-        known.run_dir, rest, known.eval_dir, adapter=known.adapter, dtype=known.dtype, base=known.base
+        known.run_dir,
+        rest,
+        eval_dir,
+        adapter=known.adapter,
+        dtype=known.dtype,
+        base=known.base,
+        engine=engine,
+        outtype=known.outtype if engine else None,
     )
     print_eval(run_stage(known.run_dir, stage).summary, eval_dir)
     if (eval_dir / "image_grid.png").exists():
@@ -185,6 +210,28 @@ def cmd_generate(argv: list[str]) -> None:
             save_image(r.pop("image"), paths[i])
             r["image"] = str(paths[i])
         print(json.dumps(r) if known.json else r["image"] if paths else r["response"])
+
+
+def cmd_export(argv: list[str]) -> None:
+    from .export import FORMATS, export
+
+    parser = argparse.ArgumentParser(
+        prog="ric export",
+        description="Write a trained run as one merged model (Hugging Face or GGUF) with ric_serving.json, "
+        "which says how a preference becomes its prompt.",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("out", help="output folder (refused if it exists, unless --overwrite)")
+    parser.add_argument("--format", default="hf", choices=FORMATS, help="hf (safetensors) or gguf (llama.cpp)")
+    parser.add_argument("--outtype", help="f32, f16, bf16, or for gguf q8_0 (default: f32 for hf, f16 for gguf)")
+    parser.add_argument("--point", help="MORLHF runs: the policy to export (its label)")
+    parser.add_argument(
+        "--preference", help="MORLHF: export the policy nearest to it; Soups: the mix at it (one weight per reward)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    known = parser.parse_args(argv)
+    out = export(known.run_dir, known.out, known.format, known.outtype, known.point, known.preference, known.overwrite)
+    print(f"exported {known.run_dir} -> {out} ({known.format}); serving notes in {out}/ric_serving.json")
 
 
 def cmd_status(argv: list[str]) -> None:
@@ -260,6 +307,14 @@ def cmd_serve(argv: list[str]) -> None:
         help="an OpenAI-compatible server (e.g. vllm serve) that serves the run's "
         "base model with its adapter: base URL ending in /v1",
     )
+    parser.add_argument(
+        "--engine",
+        default="builtin",
+        help="builtin (transformers in this process, batched; the default), llama.cpp (ric exports the run to "
+        "GGUF and fronts llama-cpp-python's server: fastest one request at a time on a CPU), or vllm (a merged "
+        "export under `vllm serve`; CUDA)",
+    )
+    parser.add_argument("--outtype", help="--engine llama.cpp: f32, f16, bf16 or q8_0 (default q8_0); vllm: bf16")
     parser.add_argument("--upstream_model", help="the upstream's model name for the adapter (RiC; default: run name)")
     parser.add_argument("--upstream_api_key", help="API key of the upstream server")
     parser.add_argument("--raw", action="store_true", help="serve prompts as they are (no template, no tags)")
@@ -276,6 +331,14 @@ def cmd_serve(argv: list[str]) -> None:
     check_dtype(known.dtype)
     if known.dtype and known.upstream:
         raise RecipeError("--dtype: the upstream server holds the weights; set its dtype there (remove --dtype)")
+    if known.engine != "builtin" and (known.upstream or known.dtype or known.base):
+        flag = "--upstream" if known.upstream else "--dtype" if known.dtype else "--base"
+        raise RecipeError(
+            f"{flag}: not with --engine {known.engine} (ric starts that engine itself, on the run's export"
+            + ("; its type is --outtype" if flag == "--dtype" else "")
+            + ")"
+        )
+    check_port(known.host, known.port)
     if known.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("ric.serve").warning(
             "binding to %s: the server is reachable from other machines", known.host
@@ -300,7 +363,24 @@ def cmd_serve(argv: list[str]) -> None:
         device=known.device,
         dtype=known.dtype,
         base=known.base,
+        engine=known.engine,
+        outtype=known.outtype,
     )
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before any model loads."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise RecipeError(
+                f"--port: {port} on {host} is in use or not available ({err.strerror}); choose another --port"
+            ) from None
 
 
 def print_recipe_help(command: str) -> None:
@@ -324,6 +404,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "generate": cmd_generate,
     "compare": cmd_compare,
+    "export": cmd_export,
     "serve": cmd_serve,
     "status": cmd_status,
     "rewards": cmd_rewards,

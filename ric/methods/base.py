@@ -31,8 +31,9 @@ TEXT_GENERATE_OPTIONS = ("max_new_tokens", "temperature", "top_p")
 IMAGE_GENERATE_OPTIONS = ("num_inference_steps", "guidance_scale")
 GENERATE_FLAGS = TEXT_GENERATE_OPTIONS + IMAGE_GENERATE_OPTIONS
 # options a method may take in `ric evaluate` / `generate` / `serve`: an adapter folder or trainer checkpoint
-# of the run, a weight dtype to answer in, another base model with the same vocabulary (PRT)
-OPTIONS = ("adapter", "dtype", "base")
+# of the run, a weight dtype to answer in, another base model with the same vocabulary (PRT), an inference
+# engine that answers from the run's export (`ric evaluate --engine llama.cpp`)
+OPTIONS = ("adapter", "dtype", "base", "engine")
 NO_SCORE_TAGS = "a {} run writes no score tags, so there is no preference -> target mapping"
 
 
@@ -75,6 +76,10 @@ class Method:
     generate_options: tuple[str, ...] = TEXT_GENERATE_OPTIONS  # the `ric generate` settings it honours
     upstream: str | None = "run"  # `ric serve --upstream`: the model asked, the run's ("run") or the policy's
     upstream_refusal: str = ""  # why an upstream server cannot serve it (upstream None)
+    # `ric export`: one model for the whole run ("run"), one trained policy ("policy"), one adapter mix per
+    # preference ("mix"), or nothing (None, `export_refusal` says why)
+    export: str | None = "run"
+    export_refusal: str = ""
 
     def load_generator(self, path, **options):
         """The generator of a run directory (or, for RiC, an adapter folder), its model loaded."""

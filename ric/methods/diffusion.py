@@ -53,4 +53,7 @@ METHOD = Method(
     IMAGE_GENERATION_KEYS,
     makes_images=True,
     generate_options=IMAGE_GENERATE_OPTIONS,
+    export=None,
+    export_refusal="a text-to-image run is a UNet LoRA, not a language model; `ric export` writes language "
+    "models (`ric generate` answers captions)",
 )

@@ -73,4 +73,5 @@ METHOD = Method(
     "`preferences` or `num_preference_points` in the recipe and train again)",
     takes_targets=False,
     upstream="policy",
+    export="policy",
 )

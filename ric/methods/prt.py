@@ -54,4 +54,7 @@ METHOD = Method(
     upstream=None,
     upstream_refusal="a PRT run decodes two models together (the base and r), which an upstream server of one "
     "model cannot do",
+    export=None,
+    export_refusal="a PRT run is two models combined at every decoding step (the base and r); no single merged "
+    "model answers as they do, so it cannot be exported (serve it with `ric serve`)",
 )

@@ -55,10 +55,21 @@ def describe_online(s: dict) -> str:
     )
 
 
-def evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True, adapter=None, dtype=None) -> dict:
+def evaluate(
+    run: Run, eval_dir=None, overrides=None, progress: bool = True, adapter=None, dtype=None, engine=None, outtype=None
+) -> dict:
     from ..evaluate import evaluate
 
-    return evaluate(run, eval_dir=eval_dir, overrides=overrides, progress=progress, adapter=adapter, dtype=dtype)
+    return evaluate(
+        run,
+        eval_dir=eval_dir,
+        overrides=overrides,
+        progress=progress,
+        adapter=adapter,
+        dtype=dtype,
+        engine=engine,
+        outtype=outtype,
+    )
 
 
 def generator_class():
@@ -75,5 +86,5 @@ METHOD = Method(
     evaluate,
     generator_class,
     TEXT_GENERATION_KEYS,
-    options=("adapter", "dtype"),
+    options=("adapter", "dtype", "engine"),
 )

@@ -30,5 +30,6 @@ METHOD = Method(
     points="its points are a preference grid, the adapters mixed at each",
     takes_targets=False,
     upstream=None,
+    export="mix",
     upstream_refusal="a Rewarded Soups run mixes its adapters per preference, which an upstream LoRA server cannot do",
 )

@@ -23,14 +23,17 @@ def load_service(
     device: str | None = None,
     dtype: str | None = None,
     base: str | None = None,
+    engine: str = "builtin",
+    outtype: str | None = None,
 ):
     """The run's generator (its model loaded in-process, or only its tokenizer for an upstream) and engine.
     `dtype` loads the weights in another dtype than the run's (RiC and PRT runs, in-process); `base` is the
-    base model a PRT run steers."""
+    base model a PRT run steers. `engine` "llama.cpp" or "vllm": ric exports the run (GGUF `outtype`, or a
+    merged Hugging Face folder; cached in RUN_DIR/export) and fronts that engine's server, started here."""
     from ..methods import get_method
     from ..run_info import load_run_info
     from .app import Service
-    from .engines import InProcessEngine, UpstreamEngine
+    from .engines import InProcessEngine, UpstreamEngine, check_engine, engine_sampling, start_engine_server
 
     run_dir = Path(run_dir)
     info, _ = load_run_info(run_dir)  # a clear error before anything loads
@@ -39,7 +42,20 @@ def load_service(
         raise ValueError(f"{run_dir} is a text-to-image run: ric serve answers text; use `ric generate` for images")
     name = run_dir.resolve().name
     method.check_options({"dtype": dtype, "base": base})
-    if upstream:
+    outtype = check_engine(engine, method, outtype)
+    if engine != "builtin":
+        generator = _generator_without_model(run_dir, info)
+        child = start_engine_server(run_dir, engine, outtype, name, generator.tokenizer)
+        engine = UpstreamEngine(
+            child.url,
+            lambda c: name,
+            max_queue=max_queue,
+            child=child,
+            sampling=engine_sampling(engine),
+            engine=engine,
+            count_tokens=lambda text: len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]),
+        )
+    elif upstream:
         if method.upstream is None:
             raise ValueError(f"--upstream: {method.upstream_refusal}; serve it in-process (leave --upstream out)")
         generator = _generator_without_model(run_dir, info)

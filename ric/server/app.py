@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from .engines import EngineBusy
+from .events import FINAL, Delta, Done, Failed
 from .protocol import Limits, RequestError, chunk_body, completion_body, new_id, parse_request
 
 logger = logging.getLogger("ric.serve")
@@ -186,6 +187,9 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
 
     @app.get("/health")
     async def health():
+        problem = service.engine.health()
+        if problem:
+            return JSONResponse({"status": "error", "model": service.name, "detail": problem}, status_code=503)
         return {"status": "ok", "model": service.name}
 
     @app.get("/stats")
@@ -276,16 +280,17 @@ def create_app(service: Service, limits: Limits | None = None, api_key: str | No
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         done = await collect(first, events, request)
-        if done[0] == "error":
+        if not isinstance(done, Done):
             log_request(request, 500, start, prompt_tokens, 0, ric)
             return JSONResponse(
-                {"error": {"message": done[1], "type": "server_error", "param": None, "code": None}}, status_code=500
+                {"error": {"message": done.message, "type": "server_error", "param": None, "code": None}},
+                status_code=500,
             )
-        _, reason, answer, tokens = done
-        answer = finish_text(answer, reason, service)
+        answer = finish_text(done.text, done.reason, service)
+        tokens = done.tokens
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
         log_request(request, 200, start, prompt_tokens, tokens, ric)
-        return completion_body(kind, rid, parsed.model, answer, reason, usage, ric)
+        return completion_body(kind, rid, parsed.model, answer, done.reason, usage, ric)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -315,13 +320,13 @@ def finish_text(answer: str, reason: str, service: Service) -> str:
     return text
 
 
-async def collect(first, events, request) -> tuple:
-    """The last event of a non-streamed answer; a client that goes away frees its row."""
+async def collect(first, events, request):
+    """The last event of a non-streamed answer (`Done` or `Failed`); a client that goes away frees its row."""
     event = first
 
     async def drain():
         item = first
-        while item[0] not in ("done", "error"):
+        while not isinstance(item, FINAL):
             item = await events.__anext__()
         return item
 
@@ -332,7 +337,7 @@ async def collect(first, events, request) -> tuple:
             if not task.done() and await request.is_disconnected():
                 task.cancel()
                 await events.aclose()
-                return ("error", "client disconnected")
+                return Failed("client disconnected")
         event = task.result()
     finally:
         if not task.done():
@@ -353,11 +358,11 @@ async def sse(kind, rid, model, first, events, ric, prompt_tokens, include_usage
         yield data(chunk_body(kind, rid, model, "", None, ric=ric, first=True))
         event = first
         while True:
-            if event[0] == "delta":
-                yield data(chunk_body(kind, rid, model, event[1], None))
-            elif event[0] == "done":
-                tokens = event[3]
-                yield data(chunk_body(kind, rid, model, None, event[1]))
+            if isinstance(event, Delta):
+                yield data(chunk_body(kind, rid, model, event.text, None))
+            elif isinstance(event, Done):
+                tokens = event.tokens
+                yield data(chunk_body(kind, rid, model, None, event.reason))
                 if include_usage:
                     usage = {
                         "prompt_tokens": prompt_tokens,
@@ -378,7 +383,7 @@ async def sse(kind, rid, model, first, events, ric, prompt_tokens, include_usage
                 return
             else:
                 status = 500
-                yield data({"error": {"message": event[1], "type": "server_error", "param": None, "code": None}})
+                yield data({"error": {"message": event.message, "type": "server_error", "param": None, "code": None}})
                 return
             event = await events.__anext__()
     except (asyncio.CancelledError, GeneratorExit):

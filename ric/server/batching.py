@@ -24,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .events import Delta, Done, Event, Failed
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,8 +35,7 @@ class EngineBusy(Exception):
 
 @dataclass
 class GenRequest:
-    """One completion to produce. Events go to `events` on the server's event loop:
-    ("delta", text), then ("done", finish_reason, full_text, completion_tokens) or ("error", message)."""
+    """One completion to produce. Its events (`ric.server.events`) go to `events` on the server's event loop."""
 
     text: str  # the formatted prompt (score tags in for RiC)
     condition: object  # ric.generation.Condition
@@ -46,7 +47,7 @@ class GenRequest:
     events: asyncio.Queue
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def emit(self, *event) -> None:
+    def emit(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
@@ -125,7 +126,7 @@ class StreamTap:
         if cut >= 0:  # the model started a new turn on its own: the answer ends before it
             text = text[:cut]
         if not text.endswith("\ufffd") and text.startswith(self.sent[row]) and len(text) > len(self.sent[row]):
-            request.emit("delta", text[len(self.sent[row]) :])
+            request.emit(Delta(text[len(self.sent[row]) :]))
             self.sent[row] = text
         if cut >= 0:
             self.finish(row, "stop")
@@ -134,18 +135,18 @@ class StreamTap:
 
     def finish(self, row: int, reason: str) -> None:
         """The row's answer is complete: its client gets it now, not when the whole batch is done."""
-        self._end(row, reason, ("done", reason, self.sent[row], len(self.ids[row])))
+        self._end(row, reason, Done(reason, self.sent[row], len(self.ids[row])))
 
     def fail(self, message: str) -> None:
         """An error event for every row still open (the decode failed)."""
         for row in range(len(self.requests)):
             if not self.finished[row]:
-                self._end(row, "error", ("error", message))
+                self._end(row, "error", Failed(message))
 
-    def _end(self, row: int, reason: str, event: tuple) -> None:
+    def _end(self, row: int, reason: str, event: Event) -> None:
         """Where every row ends: marked finished, its last event sent, the engine's counters told."""
         self.finished[row], self.reason[row] = True, reason
-        self.requests[row].emit(*event)
+        self.requests[row].emit(event)
         if self.on_finish is not None:
             self.on_finish(row, reason)
 
@@ -297,7 +298,7 @@ class BatchingEngine:
         live = [r for r in group if not r.cancelled.is_set()]
         for request in group:
             if request.cancelled.is_set():
-                request.emit("done", "cancelled", "", 0)
+                request.emit(Done("cancelled", "", 0))
         with self.lock:
             self.stats["queued"] -= len(group)
             self.stats["running"] += len(live)

@@ -1,26 +1,35 @@
-"""What answers a request for `ric serve`: the in-process batching engine, or an upstream server.
+"""What answers a request for `ric serve` (`--engine`): the in-process batching engine, or an
+OpenAI-compatible server that ric fronts. Each yields the same events (`ric.server.events`) for one
+formatted prompt: `Delta`s while the answer grows, then `Done` or `Failed`.
 
-Both yield the same events for one formatted prompt: ("delta", text) while the answer grows, then
-("done", finish_reason, text, completion_tokens), or ("error", message).
-
-- `InProcessEngine`: the run's model in this process (transformers, CPU or GPU), batched
+- `InProcessEngine` (`builtin`): the run's model in this process (transformers, CPU or GPU), batched
   (`ric/server/batching.py`).
-- `UpstreamEngine`: an OpenAI-compatible server that serves the run's base model with its LoRA
-  adapter, typically `vllm serve BASE --enable-lora --lora-modules ric=RUN_DIR/adapter`; `ric`
-  maps the preference to score tags in front and sends the formatted prompt to the upstream's
-  `/v1/completions` (streamed), as model `--upstream-model` (MORLHF: the nearest policy's label,
-  one LoRA module per policy). Rewarded Soups mixes adapters per preference, which vLLM's LoRA
-  serving cannot do: a Soups run is served in-process only.
+- `UpstreamEngine`: an OpenAI-compatible server. ric maps the preference to score tags in front and sends
+  the formatted prompt to its `/v1/completions` (streamed). Either one the user started (`--upstream URL`,
+  typically `vllm serve BASE --enable-lora --lora-modules ric=RUN_DIR/adapter`, asked for model
+  `--upstream_model`; MORLHF: the nearest policy's label, one LoRA module per policy), or a `ChildServer`
+  ric starts on a free loopback port and stops on exit: `llama.cpp` (llama-cpp-python's server on the
+  run's GGUF export) and `vllm` (`vllm serve` on its merged Hugging Face export). Rewarded Soups mixes
+  adapters per preference, which no such server can do: a Soups run is served in-process only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from .batching import BatchingEngine, EngineBusy, GenRequest
+from .events import FINAL, Delta, Done, Failed
 
-__all__ = ["EngineBusy", "InProcessEngine", "UpstreamEngine"]
+__all__ = ["ENGINES", "ChildServer", "EngineBusy", "InProcessEngine", "UpstreamEngine"]
+logger = logging.getLogger("ric.serve")
+ENGINES = ("builtin", "llama.cpp", "vllm")
 
 
 class InProcessEngine:
@@ -50,34 +59,113 @@ class InProcessEngine:
             while True:
                 event = await request.events.get()
                 yield event
-                if event[0] in ("done", "error"):
+                if isinstance(event, FINAL):
                     return
         finally:  # the client went away (or the answer is complete): its row stops at the next token
             request.cancelled.set()
 
+    def health(self) -> str | None:
+        """None when the engine can answer, else what is wrong."""
+        return None if self.batching.thread.is_alive() else "the generation thread has stopped"
+
     def stats(self) -> dict:
-        return self.batching.snapshot()
+        return {"engine": "builtin", **self.batching.snapshot()}
 
     def close(self) -> None:
         self.batching.close()
 
 
-class UpstreamEngine:
-    def __init__(self, url: str, model_for, api_key: str | None = None, max_queue: int = 64, timeout: float = 600):
+class ChildServer:
+    """An inference engine's OpenAI-compatible server as a child process on a loopback port: started and
+    waited for (`start`), watched (`problem`), stopped with ric (`stop`). Its output goes to `log`."""
+
+    def __init__(self, name: str, command: list[str], port: int, log: Path, env: dict | None = None):
+        self.name, self.command, self.port, self.log = name, command, port, Path(log)
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 300) -> ChildServer:
         import httpx
 
-        self.url, self.model_for = url.rstrip("/"), model_for
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.log, "w")
+        logger.info("starting %s: %s (log: %s)", self.name, " ".join(self.command), self.log)
+        self.process = subprocess.Popen(
+            self.command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})}
+        )
+        handle.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.problem())
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    logger.info("%s is ready at %s (pid %d)", self.name, self.url, self.process.pid)
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer at {self.url} within {timeout:.0f} s; its log: {self.log}")
+
+    def problem(self) -> str | None:
+        """None while the child runs, else why it is gone (its exit code and the end of its log)."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-5:] if self.log.exists() else []
+        return f"{self.name} exited with code {self.process.returncode}; its log ({self.log}) ends: " + " | ".join(
+            tail
+        )
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        logger.info("stopped %s", self.name)
+
+
+class UpstreamEngine:
+    """Requests forwarded to an OpenAI-compatible `/v1/completions`, streamed back. `child`: the server ric
+    started for it (checked before each request, stopped on close). `sampling`: fields sent with every
+    request so that the upstream samples as ric does (llama.cpp: top_k 0, min_p 0, no repeat penalty)."""
+
+    def __init__(
+        self,
+        url: str,
+        model_for,
+        api_key: str | None = None,
+        max_queue: int = 64,
+        timeout: float = 600,
+        child: ChildServer | None = None,
+        sampling: dict | None = None,
+        engine: str = "upstream",
+        count_tokens=None,
+    ):
+        import httpx
+
+        self.url, self.model_for, self.child, self.engine = url.rstrip("/"), model_for, child, engine
+        self.count_tokens = count_tokens  # for servers whose streams carry no usage (llama-cpp-python's)
+        self.sampling = dict(sampling or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(headers=headers, timeout=timeout)
         self.max_queue, self.running = max_queue, 0
         self.counters = {"requests": 0, "upstream_errors": 0, "generated_tokens": 0}
 
     async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed):
+        import httpx
+
         if self.running >= self.max_queue:
             raise EngineBusy(f"{self.running} requests are running (max_queue {self.max_queue})")
         self.running += 1
         self.counters["requests"] += 1
         body = {
+            **self.sampling,
             "model": self.model_for(condition),
             "prompt": text,
             "max_tokens": max_tokens,
@@ -90,30 +178,157 @@ class UpstreamEngine:
             body["seed"] = seed
         answer, reason, tokens = "", "stop", 0
         try:
-            async with self.client.stream("POST", f"{self.url}/completions", json=body) as response:
-                if response.status_code != 200:
-                    self.counters["upstream_errors"] += 1
-                    detail = (await response.aread()).decode(errors="replace")[:300]
-                    yield ("error", f"upstream {self.url} answered {response.status_code}: {detail}")
-                    return
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if chunk.get("usage"):
-                        tokens = chunk["usage"].get("completion_tokens", tokens)
-                    for choice in chunk.get("choices", []):
-                        if choice.get("text"):
-                            answer += choice["text"]
-                            yield ("delta", choice["text"])
-                        reason = choice.get("finish_reason") or reason
+            gone = self.health()
+            if gone:
+                self.counters["upstream_errors"] += 1
+                yield Failed(gone)
+                return
+            try:
+                async with self.client.stream("POST", f"{self.url}/completions", json=body) as response:
+                    if response.status_code != 200:
+                        self.counters["upstream_errors"] += 1
+                        detail = (await response.aread()).decode(errors="replace")[:300]
+                        yield Failed(f"upstream {self.url} answered {response.status_code}: {detail}")
+                        return
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        chunk = json.loads(line[6:])
+                        if chunk.get("usage"):
+                            tokens = chunk["usage"].get("completion_tokens", tokens)
+                        for choice in chunk.get("choices", []):
+                            if choice.get("text"):
+                                answer += choice["text"]
+                                yield Delta(choice["text"])
+                            reason = choice.get("finish_reason") or reason
+            except httpx.HTTPError as err:
+                self.counters["upstream_errors"] += 1
+                yield Failed(self.health() or f"upstream {self.url} failed: {type(err).__name__}: {err}")
+                return
+            if not tokens and answer and self.count_tokens is not None:
+                tokens = self.count_tokens(answer)
             self.counters["generated_tokens"] += tokens
-            yield ("done", reason, answer, tokens)
+            yield Done(reason, answer, tokens)
         finally:
             self.running -= 1
 
+    def health(self) -> str | None:
+        return self.child.problem() if self.child is not None else None
+
     def stats(self) -> dict:
-        return {**self.counters, "running": self.running, "upstream": self.url}
+        return {"engine": self.engine, **self.counters, "running": self.running, "upstream": self.url}
 
     def close(self) -> None:
-        pass
+        if self.child is not None:
+            self.child.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# llama-cpp-python's server samples with top_k 40, min_p 0.05 and a repeat penalty unless told otherwise;
+# ric samples with temperature and top-p alone
+LLAMA_CPP_SAMPLING = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "repeat_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+
+
+def llama_cpp_server(gguf: Path, name: str, log: Path, context: int = 2048, threads: int | None = None) -> ChildServer:
+    """llama-cpp-python's OpenAI server on `gguf` (one request at a time), on a free loopback port."""
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(context)]
+    command += ["--n_threads", str(threads or cpu_threads()), "--n_threads_batch", str(threads or cpu_threads())]
+    return ChildServer("llama.cpp server", command, port, log)
+
+
+def vllm_server(model_dir: Path, name: str, log: Path, dtype: str | None = None) -> ChildServer:
+    """`vllm serve` on a merged Hugging Face export, on a free loopback port."""
+    import shutil
+
+    port = free_port()
+    executable = shutil.which("vllm")
+    command = [executable] if executable else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    command += ["serve", str(model_dir), "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port)]
+    if dtype:
+        command += ["--dtype", dtype]
+    return ChildServer("vllm serve", command, port, log)
+
+
+# the GGUF type each external engine serves by default, and what each needs installed
+DEFAULT_OUTTYPE = {"llama.cpp": "q8_0", "vllm": "bf16"}
+
+
+def check_engine(engine: str, method, outtype: str | None = None) -> str:
+    """Refuse, before any model loads, an engine that is unknown, not installed, or cannot serve the
+    run's method; returns the export type it will serve."""
+    import importlib.util
+
+    from ..export import INSTALL_HINT, OUTTYPES
+    from ..recipe import RecipeError
+
+    if engine not in ENGINES:
+        raise RecipeError(f"--engine: {engine!r} is not an engine; choose one of {', '.join(ENGINES)}")
+    if engine == "builtin":
+        if outtype:
+            raise RecipeError("--outtype: applies with --engine llama.cpp or vllm (the export they serve)")
+        return ""
+    if method.export != "run":
+        why = method.export_refusal or (
+            "it is one model per policy"
+            if method.export == "policy"
+            else "it mixes its adapters per preference, a new model for each"
+        )
+        raise RecipeError(
+            f"--engine {engine}: serves one exported model, and a {method.name} run cannot be one ({why}); "
+            "use --engine builtin"
+            + (", or `ric export --point` a policy and serve it" if method.export == "policy" else "")
+        )
+    fmt = "gguf" if engine == "llama.cpp" else "hf"
+    outtype = outtype or DEFAULT_OUTTYPE[engine]
+    if outtype not in OUTTYPES[fmt]:
+        raise RecipeError(f"--outtype: {outtype!r} is not a {fmt} type; choose one of {', '.join(OUTTYPES[fmt])}")
+    if engine == "llama.cpp":
+        missing = [m for m in ("llama_cpp", "sentencepiece", "sse_starlette") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise RecipeError(f"--engine llama.cpp: {', '.join(missing)} not installed; {INSTALL_HINT}")
+    elif importlib.util.find_spec("vllm") is None:
+        raise RecipeError("--engine vllm: vllm is not installed; `pip install vllm` on a machine with CUDA")
+    return outtype
+
+
+def start_engine_server(run_dir, engine: str, outtype: str, name: str, tokenizer) -> ChildServer:
+    """Export the run for `engine` (cached in RUN_DIR/export), check the export's tokenizer against the
+    run's, and start the engine's server on a free loopback port; stopped when ric exits."""
+    import atexit
+
+    from ..export import cached_export, check_gguf_tokenizer, exported_model
+
+    run_dir = Path(run_dir)
+    folder = cached_export(run_dir, "gguf" if engine == "llama.cpp" else "hf", outtype)
+    log = run_dir / "export" / f"{engine}-server.log"
+    if engine == "llama.cpp":
+        gguf = exported_model(folder)
+        check_gguf_tokenizer(gguf, tokenizer)
+        child = llama_cpp_server(gguf, name, log)
+    else:
+        child = vllm_server(folder, name, log)
+    atexit.register(child.stop)
+    return child.start()
+
+
+def engine_sampling(engine: str) -> dict:
+    return LLAMA_CPP_SAMPLING if engine == "llama.cpp" else {}
