@@ -33,6 +33,9 @@ _deps = {
     "httpx": "httpx>=0.27",
     "openai": "openai>=1.30",
     "selenium": "selenium>=4.20",
+    # builds llama.cpp from source (about 4.5 min on 2 cores); its sdist also holds the GGUF converter ric uses
+    "llama-cpp-python": "llama-cpp-python[server]>=0.3.36,<0.4",
+    "sentencepiece": "sentencepiece>=0.2",
 }
 
 
@@ -51,6 +54,7 @@ extras = {
     "serve": deps("fastapi", "uvicorn", "httpx"),
     "gpu": deps("bitsandbytes"),
     "diffusion": deps("diffusers", "pillow"),
+    "llamacpp": deps("llama-cpp-python", "sentencepiece", "fastapi", "uvicorn", "httpx"),
 }
 extras["dev"] = sorted(set(sum(extras.values(), [])))
 

@@ -30,6 +30,7 @@ def load_service(
     `dtype` loads the weights in another dtype than the run's (RiC and PRT runs, in-process); `base` is the
     base model a PRT run steers. `engine` "llama.cpp" or "vllm": ric exports the run (GGUF `outtype`, or a
     merged Hugging Face folder; cached in RUN_DIR/export) and fronts that engine's server, started here."""
+    from ..generation import STOP_MARKERS
     from ..methods import get_method
     from ..run_info import load_run_info
     from .app import Service
@@ -54,6 +55,7 @@ def load_service(
             sampling=engine_sampling(engine),
             engine=engine,
             count_tokens=lambda text: len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]),
+            stop=STOP_MARKERS.get(info.template, ()),
         )
     elif upstream:
         if method.upstream is None:

@@ -146,11 +146,13 @@ class UpstreamEngine:
         sampling: dict | None = None,
         engine: str = "upstream",
         count_tokens=None,
+        stop: tuple[str, ...] = (),
     ):
         import httpx
 
         self.url, self.model_for, self.child, self.engine = url.rstrip("/"), model_for, child, engine
         self.count_tokens = count_tokens  # for servers whose streams carry no usage (llama-cpp-python's)
+        self.stop = list(stop)  # the template's turn markers: an answer ends before the model starts a new turn
         self.sampling = dict(sampling or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(headers=headers, timeout=timeout)
@@ -174,6 +176,8 @@ class UpstreamEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if self.stop:
+            body["stop"] = self.stop
         if seed is not None:
             body["seed"] = seed
         answer, reason, tokens = "", "stop", 0
