@@ -24,7 +24,8 @@ from .run_info import RunInfo, load_run_info
 
 class SteeringCache:
     """The KV caches of the models of a `LogitMix`, one object: `layers` lists every model's cache layers (so
-    code that edits every layer's keys and values edits them all) and row selection applies to each."""
+    code that reads every layer's keys and values reads them all), row selection applies to each, and
+    `rebuilt` makes a new one from such tensors."""
 
     def __init__(self, count: int):
         from transformers import DynamicCache
@@ -38,6 +39,17 @@ class SteeringCache:
     def batch_select_indices(self, indices) -> None:
         for cache in self.caches:
             cache.batch_select_indices(indices)
+
+    def rebuilt(self, tensors: list[tuple]) -> SteeringCache:
+        """A new SteeringCache holding `tensors` (one (keys, values) per layer, in `layers`' order)."""
+        from transformers import DynamicCache
+
+        new, start = SteeringCache(0), 0
+        for cache in self.caches:
+            count = len(cache.layers)
+            new.caches.append(DynamicCache(ddp_cache_data=tensors[start : start + count]))
+            start += count
+        return new
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.caches[0].get_seq_length(layer_idx)

@@ -21,7 +21,9 @@ def mix_adapters(model, adapters: list[str], weights, name: str) -> str:
     """A new adapter `name` on `model` whose delta is sum_i w_i delta_W_i (nothing written to disk)."""
     model.add_weighted_adapter(list(adapters), [float(w) for w in weights], name, combination_type="cat")
     model.set_adapter(name)
-    if not getattr(model, "training", True):  # the new adapter's dropout modules are made in training mode: they would drop
+    if not getattr(
+        model, "training", True
+    ):  # the new adapter's dropout modules are made in training mode: they would drop
         model.eval()
     return name
 

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
@@ -145,167 +145,189 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+routes = APIRouter()
+
+
+def state(request: Request):
+    """The served run and its settings (`app.state`, set by `create_app`)."""
+    return request.app.state
+
+
+def authorize(request: Request) -> None:
+    api_key = state(request).api_key
+    if api_key is None:
+        return
+    given = request.headers.get("authorization", "")
+    token = given[7:] if given.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(token.encode(), api_key.encode()):
+        raise RequestError(
+            "missing or wrong API key: send Authorization: Bearer <key>", None, status=401, code="invalid_api_key"
+        )
+
+
+async def request_error(request: Request, err: RequestError):
+    log_request(request, err.status, arrival(request), 0, 0, None)
+    headers = {"Retry-After": "1"} if err.status == 429 else None
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+async def validation_error(request: Request, err: RequestValidationError):
+    # a missing or malformed query parameter: the OpenAI-style 400 naming it, not FastAPI's 422
+    problem = (err.errors() or [{}])[0]
+    field = str(problem.get("loc", ("", None))[-1]) if problem.get("loc") else None
+    return await request_error(request, RequestError(f"{field}: {problem.get('msg', 'invalid')}", field))
+
+
+@routes.get("/health")
+async def health(request: Request):
+    service = state(request).service
+    problem = service.engine.health()
+    if problem:
+        return JSONResponse({"status": "error", "model": service.name, "detail": problem}, status_code=503)
+    return {"status": "ok", "model": service.name}
+
+
+@routes.get("/stats")
+async def stats(request: Request):
+    authorize(request)
+    return state(request).service.engine.stats()
+
+
+@routes.get("/v1/models")
+async def models(request: Request):
+    authorize(request)
+    service = state(request).service
+    info = service.info
+    card = {
+        "id": service.name,
+        "object": "model",
+        "created": int(service.run_dir.stat().st_mtime),
+        "owned_by": "ric",
+        "ric": {"method": info.method, "rewards": info.rewards, "template": info.template},
+    }
+    return {"object": "list", "data": [card]}
+
+
+@routes.get("/ric/run")
+async def run_card(request: Request):
+    authorize(request)
+    service = state(request).service
+    info = service.info
+    return {
+        "model": service.name,
+        "method": info.method,
+        "rewards": info.rewards,
+        "score_low": info.score_low,
+        "score_high": info.score_high,
+        "takes_targets": getattr(service.generator, "takes_targets", False),
+        "front": service.front(),
+        "default_preference": [1 / info.num_objectives] * info.num_objectives,
+    }
+
+
+@routes.get("/ric/targets")
+async def targets(request: Request, preference: str | None = None):
+    authorize(request)
+    if preference is None:
+        raise RequestError(
+            "preference: required, as comma-separated weights, one per reward (?preference=0.2,0.8)", "preference"
+        )
+    try:
+        weights = [float(x) for x in preference.split(",")]
+    except ValueError:
+        raise RequestError(
+            f"preference: cannot parse {preference!r}; give comma-separated numbers", "preference"
+        ) from None
+    service = state(request).service
+    return service.describe(service.condition(preference=weights))
+
+
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: Request):
+    return await complete(request, "chat")
+
+
+@routes.post("/v1/completions")
+async def completions(request: Request):
+    return await complete(request, "text")
+
+
+@routes.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index(request: Request):
+    if not state(request).page:
+        return JSONResponse({"error": {"message": "no web page here (--no_page)", "type": "not_found_error"}}, 404)
+    return (STATIC / "index.html").read_text(encoding="utf-8")
+
+
+async def complete(request: Request, kind: str):
+    start = arrival(request)
+    authorize(request)
+    app = state(request)
+    service, limits = app.service, app.limits
+    raw = await read_body(request, limits.max_body_bytes)
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(f"the request body is not valid JSON ({err})", "body") from None
+    parsed = parse_request(body, kind, [service.name], limits, app.defaults)
+    if service.raw and (kind == "chat" or parsed.preference is not None or parsed.targets is not None):
+        raise RequestError("this server serves raw prompts: /v1/completions without preference or targets", "prompt")
+    condition = service.condition(parsed.preference, parsed.targets)
+    text = service.format(kind, parsed.prompt, condition)
+    prompt_tokens = service.count_tokens(text)
+    if prompt_tokens > limits.max_prompt_tokens:
+        raise RequestError(
+            f"{'messages' if kind == 'chat' else 'prompt'}: {prompt_tokens} tokens is over "
+            f"this server's limit of {limits.max_prompt_tokens}",
+            "messages" if kind == "chat" else "prompt",
+        )
+    events = service.engine.run(text, condition, parsed.max_tokens, parsed.temperature, parsed.top_p, parsed.seed)
+    try:
+        first = await events.__anext__()  # the queue is checked here: a full one answers 429 now
+    except EngineBusy as err:
+        raise RequestError(
+            f"the server is busy ({err}); retry shortly", None, status=429, code="rate_limit_exceeded"
+        ) from None
+    ric = service.describe(condition)
+    rid = new_id(kind)
+    if parsed.stream:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        stream = sse(kind, rid, parsed.model, first, events, ric, prompt_tokens, include_usage, request, start)
+        return StreamingResponse(
+            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+    done = await collect(first, events, request)
+    if not isinstance(done, Done):
+        log_request(request, 500, start, prompt_tokens, 0, ric)
+        return JSONResponse(
+            {"error": {"message": done.message, "type": "server_error", "param": None, "code": None}}, status_code=500
+        )
+    answer = finish_text(done.text, done.reason, service)
+    tokens = done.tokens
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
+    log_request(request, 200, start, prompt_tokens, tokens, ric)
+    return completion_body(kind, rid, parsed.model, answer, done.reason, usage, ric)
+
+
+@asynccontextmanager
+async def lifespan(app):
+    yield
+    app.state.service.engine.close()  # after uvicorn has let the in-flight requests finish
+
+
 def create_app(service: Service, limits: Limits | None = None, api_key: str | None = None, page: bool = True):
-
+    """The FastAPI app: the routes of `routes`, the served run and its settings on `app.state`."""
     limits = limits or Limits()
-
-    @asynccontextmanager
-    async def lifespan(app):
-        yield
-        service.engine.close()  # after uvicorn has let the in-flight requests finish
-
     app = FastAPI(title=f"ric serve {service.name}", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(ArrivalTime)
     defaults = {**service.info.generation}
     defaults.setdefault("max_new_tokens", 128)
     defaults["max_new_tokens"] = min(defaults["max_new_tokens"], limits.max_tokens)
-
-    def error(err: RequestError, headers=None):
-        return JSONResponse(err.body(), status_code=err.status, headers=headers)
-
-    def authorize(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise RequestError(
-                "missing or wrong API key: send Authorization: Bearer <key>", None, status=401, code="invalid_api_key"
-            )
-
-    @app.exception_handler(RequestError)
-    async def request_error(request: Request, err: RequestError):
-        log_request(request, err.status, arrival(request), 0, 0, None)
-        return error(err, {"Retry-After": "1"} if err.status == 429 else None)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, err: RequestValidationError):
-        # a missing or malformed query parameter: the OpenAI-style 400 naming it, not FastAPI's 422
-        problem = (err.errors() or [{}])[0]
-        field = str(problem.get("loc", ("", None))[-1]) if problem.get("loc") else None
-        return await request_error(request, RequestError(f"{field}: {problem.get('msg', 'invalid')}", field))
-
-    @app.get("/health")
-    async def health():
-        problem = service.engine.health()
-        if problem:
-            return JSONResponse({"status": "error", "model": service.name, "detail": problem}, status_code=503)
-        return {"status": "ok", "model": service.name}
-
-    @app.get("/stats")
-    async def stats(request: Request):
-        authorize(request)
-        return service.engine.stats()
-
-    @app.get("/v1/models")
-    async def models(request: Request):
-        authorize(request)
-        info = service.info
-        card = {
-            "id": service.name,
-            "object": "model",
-            "created": int(service.run_dir.stat().st_mtime),
-            "owned_by": "ric",
-            "ric": {"method": info.method, "rewards": info.rewards, "template": info.template},
-        }
-        return {"object": "list", "data": [card]}
-
-    @app.get("/ric/run")
-    async def run_card(request: Request):
-        authorize(request)
-        info = service.info
-        return {
-            "model": service.name,
-            "method": info.method,
-            "rewards": info.rewards,
-            "score_low": info.score_low,
-            "score_high": info.score_high,
-            "takes_targets": getattr(service.generator, "takes_targets", False),
-            "front": service.front(),
-            "default_preference": [1 / info.num_objectives] * info.num_objectives,
-        }
-
-    @app.get("/ric/targets")
-    async def targets(request: Request, preference: str | None = None):
-        authorize(request)
-        if preference is None:
-            raise RequestError(
-                "preference: required, as comma-separated weights, one per reward (?preference=0.2,0.8)", "preference"
-            )
-        try:
-            weights = [float(x) for x in preference.split(",")]
-        except ValueError:
-            raise RequestError(
-                f"preference: cannot parse {preference!r}; give comma-separated numbers", "preference"
-            ) from None
-        return service.describe(service.condition(preference=weights))
-
-    async def complete(request: Request, kind: str):
-        start = arrival(request)
-        authorize(request)
-        raw = await read_body(request, limits.max_body_bytes)
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RequestError(f"the request body is not valid JSON ({err})", "body") from None
-        parsed = parse_request(body, kind, [service.name], limits, defaults)
-        if service.raw and (kind == "chat" or parsed.preference is not None or parsed.targets is not None):
-            raise RequestError(
-                "this server serves raw prompts: /v1/completions without preference or targets", "prompt"
-            )
-        condition = service.condition(parsed.preference, parsed.targets)
-        text = service.format(kind, parsed.prompt, condition)
-        prompt_tokens = service.count_tokens(text)
-        if prompt_tokens > limits.max_prompt_tokens:
-            raise RequestError(
-                f"{'messages' if kind == 'chat' else 'prompt'}: {prompt_tokens} tokens is over "
-                f"this server's limit of {limits.max_prompt_tokens}",
-                "messages" if kind == "chat" else "prompt",
-            )
-        events = service.engine.run(text, condition, parsed.max_tokens, parsed.temperature, parsed.top_p, parsed.seed)
-        try:
-            first = await events.__anext__()  # the queue is checked here: a full one answers 429 now
-        except EngineBusy as err:
-            raise RequestError(
-                f"the server is busy ({err}); retry shortly", None, status=429, code="rate_limit_exceeded"
-            ) from None
-        ric = service.describe(condition)
-        rid = new_id(kind)
-        if parsed.stream:
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            stream = sse(kind, rid, parsed.model, first, events, ric, prompt_tokens, include_usage, request, start)
-            return StreamingResponse(
-                stream,
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        done = await collect(first, events, request)
-        if not isinstance(done, Done):
-            log_request(request, 500, start, prompt_tokens, 0, ric)
-            return JSONResponse(
-                {"error": {"message": done.message, "type": "server_error", "param": None, "code": None}},
-                status_code=500,
-            )
-        answer = finish_text(done.text, done.reason, service)
-        tokens = done.tokens
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
-        log_request(request, 200, start, prompt_tokens, tokens, ric)
-        return completion_body(kind, rid, parsed.model, answer, done.reason, usage, ric)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        return await complete(request, "chat")
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        return await complete(request, "text")
-
-    if page:
-
-        @app.get("/", response_class=HTMLResponse)
-        async def index():
-            return (STATIC / "index.html").read_text(encoding="utf-8")
-
+    app.state.service, app.state.limits, app.state.api_key = service, limits, api_key
+    app.state.page, app.state.defaults = page, defaults
+    app.add_exception_handler(RequestError, request_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.include_router(routes)
     return app
 
 

@@ -393,6 +393,23 @@ class BatchingEngine:
         return largest
 
 
+def cache_tensors(cache) -> list[tuple]:
+    """Each cache layer's (keys, values), read through the cache's `layers` (nothing is changed)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def rebuilt_cache(cache, tensors: list[tuple]):
+    """A new cache of `cache`'s kind holding `tensors` (one (keys, values) per layer), made through
+    transformers' public constructor (`DynamicCache(ddp_cache_data=...)`, which fills each layer with its
+    `update`): the decode loop never edits a cache's internals. A cache of several models (PRT's
+    `SteeringCache`) rebuilds each of its own."""
+    if hasattr(cache, "rebuilt"):
+        return cache.rebuilt(tensors)
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=tensors)
+
+
 def trim_left_padding(cache, mask):
     """Drop the cache columns that are padding for every row left (those of rows that have gone): a batch
     that rows keep joining would otherwise grow by one column a step for as long as it runs, and every
@@ -400,9 +417,8 @@ def trim_left_padding(cache, mask):
     start = int(mask.any(dim=0).int().argmax())
     if start == 0:
         return cache, mask
-    for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-    return cache, mask[:, start:]
+    tensors = [(keys[:, :, start:], values[:, :, start:]) for keys, values in cache_tensors(cache)]
+    return rebuilt_cache(cache, tensors), mask[:, start:]
 
 
 def join_caches(cache, mask, other, other_mask):
@@ -419,7 +435,8 @@ def join_caches(cache, mask, other, other_mask):
 
     length, other_length = mask.shape[1], other_mask.shape[1]
     grow, other_grow = max(0, other_length - length), max(0, length - other_length)
-    for layer, new in zip(cache.layers, other.layers):
-        layer.keys = torch.cat([pad(layer.keys, grow, 2), pad(new.keys, other_grow, 2)])
-        layer.values = torch.cat([pad(layer.values, grow, 2), pad(new.values, other_grow, 2)])
-    return cache, torch.cat([pad(mask, grow, 1), pad(other_mask, other_grow, 1)])
+    tensors = [
+        (torch.cat([pad(k, grow, 2), pad(k2, other_grow, 2)]), torch.cat([pad(v, grow, 2), pad(v2, other_grow, 2)]))
+        for (k, v), (k2, v2) in zip(cache_tensors(cache), cache_tensors(other))
+    ]
+    return rebuilt_cache(cache, tensors), torch.cat([pad(mask, grow, 1), pad(other_mask, other_grow, 1)])

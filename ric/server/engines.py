@@ -256,6 +256,8 @@ def llama_cpp_server(gguf: Path, name: str, log: Path, context: int = 2048, thre
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(context)]
     command += ["--n_threads", str(threads or cpu_threads()), "--n_threads_batch", str(threads or cpu_threads())]
+    # by default a new request interrupts the one streaming: with ric in front requests overlap, so they queue
+    command += ["--interrupt_requests", "false"]
     return ChildServer("llama.cpp server", command, port, log)
 
 
