@@ -114,9 +114,9 @@ def llama_cpp_alone(run: Path, outtype: str, max_tokens: int):
     import openai
 
     from ric.export import cached_export, exported_model
+    from ric.run_info import load_run_info
     from ric.server import _generator_without_model
     from ric.server.engines import LLAMA_CPP_SAMPLING, llama_cpp_server
-    from ric.run_info import load_run_info
 
     info, _ = load_run_info(run)
     formatter = _generator_without_model(run, info)
