@@ -33,7 +33,16 @@ PROMPTS = [
     json.loads(line)["prompt"] for line in (ROOT / "recipes/demo/data/eval_prompts.jsonl").read_text().splitlines()
 ]
 SAMPLING = {"temperature": 0.3, "top_p": 0.9}
-CONFIGS = ("builtin-float32", "builtin-bfloat16", "llama.cpp-f16", "llama.cpp-q8_0", "alone-f16", "alone-q8_0")
+CONFIGS = (
+    "builtin-float32",
+    "builtin-bfloat16",
+    "llama.cpp-f16",
+    "llama.cpp-q8_0",
+    "llama.cpp-q4_k_m",
+    "alone-f16",
+    "alone-q8_0",
+    "alone-q4_k_m",
+)
 
 
 def preference(k: int) -> list[float]:
@@ -213,7 +222,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=240, help="the most a level runs")
     parser.add_argument("--max_tokens", type=int, default=48)
     parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--skip_quality", action="store_true")
+    parser.add_argument(
+        "--quality_types", default="f16,q8_0,q4_k_m", help="GGUF types whose grid is evaluated (empty: none)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench/results/serve_engines.json"))
     a = parser.parse_args()
     run, levels = Path(a.run), [int(c) for c in a.levels.split(",")]
@@ -232,9 +243,9 @@ def main():
             rows += speed(run, name, levels, a.requests, a.max_tokens, a.seconds)
             out["rows"] = rows
             path.write_text(json.dumps(out, indent=2) + "\n")  # what is measured is kept if a later arm fails
-    if not a.skip_quality:
-        quality = {"builtin-float32": grid_quality(run, "eval")}
-        for outtype in ("f16", "q8_0"):
+    if a.quality_types:
+        quality = {**out.get("quality", {}), "builtin-float32": grid_quality(run, "eval")}
+        for outtype in a.quality_types.split(","):
             eval_dir = f"eval-llama.cpp-{outtype}"
             command = [sys.executable, "-m", "ric", "evaluate", str(run), "--engine", "llama.cpp"]
             subprocess.run(command + ["--outtype", outtype], check=True)

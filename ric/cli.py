@@ -129,7 +129,7 @@ def cmd_evaluate(argv: list[str]) -> None:
         "does; default: in-process (builtin)",
     )
     parser.add_argument(
-        "--outtype", help="with --engine llama.cpp: the GGUF type (f32, f16, bf16, q8_0; default q8_0)"
+        "--outtype", help="with --engine llama.cpp: the GGUF type (f32, f16, bf16, q8_0, q4_k_m, q4_0; default q4_k_m)"
     )
     known, rest = parser.parse_known_args(argv)
     check_dtype(known.dtype)
@@ -223,7 +223,9 @@ def cmd_export(argv: list[str]) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("out", help="output folder (refused if it exists, unless --overwrite)")
     parser.add_argument("--format", default="hf", choices=FORMATS, help="hf (safetensors) or gguf (llama.cpp)")
-    parser.add_argument("--outtype", help="f32, f16, bf16, or for gguf q8_0 (default: f32 for hf, f16 for gguf)")
+    parser.add_argument(
+        "--outtype", help="f32, f16, bf16, or for gguf q8_0, q4_k_m, q4_0 (default: f32 for hf, f16 for gguf)"
+    )
     parser.add_argument("--point", help="MORLHF runs: the policy to export (its label)")
     parser.add_argument(
         "--preference", help="MORLHF: export the policy nearest to it; Soups: the mix at it (one weight per reward)"
@@ -314,7 +316,9 @@ def cmd_serve(argv: list[str]) -> None:
         "GGUF and fronts llama-cpp-python's server: fastest one request at a time on a CPU), or vllm (a merged "
         "export under `vllm serve`; CUDA)",
     )
-    parser.add_argument("--outtype", help="--engine llama.cpp: f32, f16, bf16 or q8_0 (default q8_0); vllm: bf16")
+    parser.add_argument(
+        "--outtype", help="--engine llama.cpp: f32, f16, bf16, q8_0, q4_k_m or q4_0 (default q4_k_m); vllm: bf16"
+    )
     parser.add_argument("--upstream_model", help="the upstream's model name for the adapter (RiC; default: run name)")
     parser.add_argument("--upstream_api_key", help="API key of the upstream server")
     parser.add_argument("--raw", action="store_true", help="serve prompts as they are (no template, no tags)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .generation import adapter_info, evaluate_grid, load_policy, resolve_adapter
-from .inference import RiCGenerator, ServedGenerator
+from .inference import RiCGenerator
 from .run_info import load_run_info
 
 
@@ -26,15 +26,15 @@ def evaluate(
     adapter=None,
     device=None,
     dtype: str | None = None,
-    engine: str | None = None,
-    outtype: str | None = None,
+    served=None,
 ) -> dict:
     """Evaluate a run (its latest adapter unless `adapter` is given); returns pareto.json's content.
 
     `overrides` holds generation settings given for this evaluation (`ric evaluate RUN --temperature 0.1`);
     `dtype` answers in another weight dtype than the run's (`ric evaluate RUN --dtype bfloat16`).
-    `engine` "llama.cpp" (or "vllm") answers the grid from the run's export (GGUF `outtype`) under that
-    engine's server, as `ric serve --engine` does; the base model's answers stay in-process."""
+    `served(info, load_in_process)` -> (loader, identity, servers): the grid answered by an engine's server from
+    the run's export instead (`ric evaluate --engine llama.cpp`: `ric.server.engines.served_loader`); the base
+    model's answers stay in-process, the servers are stopped at the end."""
     info, folder = load_run_info(run.run_dir)
     adapter_dir = Path(adapter) if adapter else resolve_adapter(folder, info)
     info = adapter_info(adapter_dir, info)
@@ -44,11 +44,12 @@ def evaluate(
     def load_in_process():
         return RiCGenerator(*load_policy(info, adapter_dir, device, dtype=dtype), info)
 
-    load, servers = load_in_process, []
-    if engine and engine != "builtin":
-        load, outtype = served_loader(run, info, adapter, dtype, engine, outtype, load_in_process, servers)
-        identity.update(engine=engine, outtype=outtype)
-        extra.update(engine=engine, outtype=outtype, dtype=None)
+    load, servers, title = load_in_process, [], "RiC"
+    if served is not None:
+        load, engine, servers = served(info, load_in_process)
+        identity.update(engine)
+        extra.update(engine, dtype=None)
+        title += f" ({engine['engine']}, {engine['outtype']})"
     try:
         return evaluate_grid(
             run,
@@ -59,35 +60,9 @@ def evaluate(
             eval_dir=eval_dir,
             overrides=overrides,
             progress=progress,
-            title="RiC" + (f" ({engine}, {outtype})" if "engine" in identity else ""),
+            title=title,
             label="RiC, one adapter (grid of preferences)",
         )
     finally:
         for server in servers:
             server.stop()
-
-
-def served_loader(run, info, adapter, dtype, engine: str, outtype, load_in_process, servers: list):
-    """(a loader of the `ServedGenerator` that answers through `engine`, the export type), checked now;
-    the engine's server starts when the loader is called, and is appended to `servers`."""
-    from .methods import get_method
-    from .models import load_tokenizer
-    from .recipe import RecipeError
-    from .server.engines import check_engine, engine_sampling, start_engine_server
-
-    if adapter or dtype:
-        flag = "--adapter" if adapter else "--dtype"
-        raise RecipeError(
-            f"{flag}: not with --engine {engine}, which answers from the run's export of its latest adapter"
-        )
-    outtype = check_engine(engine, get_method("ric"), outtype)
-
-    def load():
-        formatter = RiCGenerator(None, load_tokenizer(str(resolve_adapter(run.run_dir, info))), info)
-        name = run.run_dir.resolve().name
-        server = start_engine_server(run.run_dir, engine, outtype, name, formatter.tokenizer)
-        servers.append(server)
-        identity = {"engine": engine, "outtype": outtype}
-        return ServedGenerator(formatter, server.url, name, engine_sampling(engine), load_in_process, identity)
-
-    return load, outtype

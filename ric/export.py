@@ -11,8 +11,9 @@ tags; the engine only sees text. What each method exports:
 - `prt` and text-to-image runs are refused: a PRT model is two models combined at every decoding step,
   a text-to-image run is no language model.
 
-Formats: `hf` (safetensors + tokenizer, `--outtype f32|f16|bf16`) or `gguf` (`--outtype f32|f16|bf16|q8_0`),
-written by llama.cpp's own converter (`convert_hf_to_gguf.py`). It ships only in llama-cpp-python's source
+Formats: `hf` (safetensors + tokenizer, `--outtype f32|f16|bf16`) or `gguf` (`--outtype f32|f16|bf16|q8_0`,
+written by llama.cpp's own converter `convert_hf_to_gguf.py`; `q4_k_m|q4_0`, its f16 file quantized by
+llama.cpp's own quantizer, `llama_model_quantize` in llama-cpp-python). It ships only in llama-cpp-python's source
 distribution: ric takes it from `$RIC_LLAMA_CPP_SOURCE` (a llama.cpp checkout, or that sdist, unpacked or
 .tar.gz), else from its cache, else downloads the sdist of the installed llama-cpp-python version from
 PyPI once (77 MB) and keeps the converter's files. Install with `pip install "ric[llamacpp]"`.
@@ -41,7 +42,10 @@ from .rundir import atomic_dir, write_json
 logger = logging.getLogger("ric.export")
 
 FORMATS = ("hf", "gguf")
-OUTTYPES = {"hf": ("f32", "f16", "bf16"), "gguf": ("f32", "f16", "bf16", "q8_0")}
+OUTTYPES = {"hf": ("f32", "f16", "bf16"), "gguf": ("f32", "f16", "bf16", "q8_0", "q4_k_m", "q4_0")}
+# GGUF types the converter does not write: llama.cpp's own quantizer (`llama_model_quantize`, through
+# llama-cpp-python) makes them from the converter's f16 file
+QUANTIZED = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 TORCH_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 SERVING_FILE = "ric_serving.json"
 SERVING_FORMAT = 1
@@ -134,6 +138,13 @@ def plan_export(
     plan = ExportPlan(run_dir, out, format, outtype, method, info, weights, point)
     if format == "gguf":
         check_converter_dependencies()
+        if outtype in QUANTIZED:
+            import importlib.util
+
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise RecipeError(
+                    f"--outtype {outtype}: llama.cpp's quantizer comes with llama-cpp-python; {INSTALL_HINT}"
+                )
     return plan
 
 
@@ -179,7 +190,13 @@ def export(
         model.to(getattr(torch, dtype)).save_pretrained(str(hf_dir), safe_serialization=True)
         tokenizer.save_pretrained(str(hf_dir))
         files = {"format": plan.format, "outtype": plan.outtype}
-        if plan.format == "gguf":
+        if plan.format == "gguf" and plan.outtype in QUANTIZED:
+            f16 = convert_to_gguf(converter, hf_dir, tmp / ".model-f16.gguf", "f16")
+            shutil.rmtree(hf_dir)
+            quantize_gguf(f16, tmp / plan.gguf_name, plan.outtype)
+            f16.unlink()
+            files["file"] = plan.gguf_name
+        elif plan.format == "gguf":
             convert_to_gguf(converter, hf_dir, tmp / plan.gguf_name, plan.outtype)
             shutil.rmtree(hf_dir)
             files["file"] = plan.gguf_name
@@ -386,6 +403,20 @@ def convert_to_gguf(converter: Path, hf_dir: Path, outfile: Path, outtype: str) 
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         raise OSError(f"llama.cpp's converter failed (exit {done.returncode}):\n{tail}")
     return outfile
+
+
+def quantize_gguf(source: Path, target: Path, outtype: str) -> Path:
+    """llama.cpp's quantizer (`llama_model_quantize`) on an f16 GGUF."""
+    import llama_cpp
+
+    logger.info("quantizing to %s with llama.cpp's llama_model_quantize", outtype)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTIZED[outtype])
+    params.nthread = os.cpu_count() or 1
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    if code != 0 or not target.exists():
+        raise OSError(f"llama.cpp's quantizer failed on {source} (code {code})")
+    return target
 
 
 def gguf_tokens(path) -> list[str]:

@@ -71,6 +71,8 @@ TOP = [
     "ric.server.batching",
     "ric.server.engines",
     "ric.server.protocol",
+    "ric.server.events",
+    "ric.export",
     "ric.cli",
     "ric.__main__",
     "ric",

@@ -60,15 +60,13 @@ def evaluate(
 ) -> dict:
     from ..evaluate import evaluate
 
+    served = None
+    if engine and engine != "builtin":
+        from ..server.engines import served_loader
+
+        served = served_loader(run, engine, outtype, adapter, dtype)
     return evaluate(
-        run,
-        eval_dir=eval_dir,
-        overrides=overrides,
-        progress=progress,
-        adapter=adapter,
-        dtype=dtype,
-        engine=engine,
-        outtype=outtype,
+        run, eval_dir=eval_dir, overrides=overrides, progress=progress, adapter=adapter, dtype=dtype, served=served
     )
 
 

@@ -281,7 +281,10 @@ async def complete(request: Request, kind: str):
             f"this server's limit of {limits.max_prompt_tokens}",
             "messages" if kind == "chat" else "prompt",
         )
-    events = service.engine.run(text, condition, parsed.max_tokens, parsed.temperature, parsed.top_p, parsed.seed)
+    max_tokens = parsed.new_tokens(app.defaults["max_new_tokens"])
+    events = service.engine.run(
+        text, condition, max_tokens, parsed.temperature, parsed.top_p, parsed.seed, stream=parsed.stream
+    )
     try:
         first = await events.__anext__()  # the queue is checked here: a full one answers 429 now
     except EngineBusy as err:
@@ -291,7 +294,7 @@ async def complete(request: Request, kind: str):
     ric = service.describe(condition)
     rid = new_id(kind)
     if parsed.stream:
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = bool((parsed.stream_options or {}).get("include_usage"))
         stream = sse(kind, rid, parsed.model, first, events, ric, prompt_tokens, include_usage, request, start)
         return StreamingResponse(
             stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -42,7 +42,7 @@ class InProcessEngine:
     def generator(self):
         return self.batching.generator
 
-    async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed):
+    async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed, stream=True):
         loop = asyncio.get_running_loop()
         request = GenRequest(
             text=text,
@@ -158,14 +158,21 @@ class UpstreamEngine:
         self.client = httpx.AsyncClient(headers=headers, timeout=timeout)
         self.max_queue, self.running = max_queue, 0
         self.counters = {"requests": 0, "upstream_errors": 0, "generated_tokens": 0}
+        self.said_queue = False  # whether the one-at-a-time advice has been logged
 
-    async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed):
+    async def run(self, text: str, condition, max_tokens: int, temperature: float, top_p: float, seed, stream=True):
+        """The upstream's answer as events. `stream`: whether the client streams; a whole answer is asked for
+        whole, so that neither side handles an event per token (on a 2-core CPU that takes time from the
+        engine)."""
         import httpx
 
         if self.running >= self.max_queue:
             raise EngineBusy(f"{self.running} requests are running (max_queue {self.max_queue})")
         self.running += 1
         self.counters["requests"] += 1
+        if self.engine == "llama.cpp" and self.running >= 8 and not self.said_queue:
+            logger.warning(ONE_AT_A_TIME, self.running)
+            self.said_queue = True
         body = {
             **self.sampling,
             "model": self.model_for(condition),
@@ -173,14 +180,14 @@ class UpstreamEngine:
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_p": top_p,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": stream,
         }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         if self.stop:
             body["stop"] = self.stop
         if seed is not None:
             body["seed"] = seed
-        answer, reason, tokens = "", "stop", 0
         try:
             gone = self.health()
             if gone:
@@ -188,33 +195,54 @@ class UpstreamEngine:
                 yield Failed(gone)
                 return
             try:
-                async with self.client.stream("POST", f"{self.url}/completions", json=body) as response:
-                    if response.status_code != 200:
+                async for event in self._streamed(body) if stream else self._whole(body):
+                    if isinstance(event, Failed):
                         self.counters["upstream_errors"] += 1
-                        detail = (await response.aread()).decode(errors="replace")[:300]
-                        yield Failed(f"upstream {self.url} answered {response.status_code}: {detail}")
-                        return
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        chunk = json.loads(line[6:])
-                        if chunk.get("usage"):
-                            tokens = chunk["usage"].get("completion_tokens", tokens)
-                        for choice in chunk.get("choices", []):
-                            if choice.get("text"):
-                                answer += choice["text"]
-                                yield Delta(choice["text"])
-                            reason = choice.get("finish_reason") or reason
+                    elif isinstance(event, Done):
+                        tokens = event.tokens
+                        if not tokens and event.text and self.count_tokens is not None:
+                            tokens = self.count_tokens(event.text)
+                        self.counters["generated_tokens"] += tokens
+                        event = Done(event.reason, event.text, tokens)
+                    yield event
             except httpx.HTTPError as err:
                 self.counters["upstream_errors"] += 1
                 yield Failed(self.health() or f"upstream {self.url} failed: {type(err).__name__}: {err}")
-                return
-            if not tokens and answer and self.count_tokens is not None:
-                tokens = self.count_tokens(answer)
-            self.counters["generated_tokens"] += tokens
-            yield Done(reason, answer, tokens)
         finally:
             self.running -= 1
+
+    async def _streamed(self, body: dict):
+        answer, reason, tokens = "", "stop", 0
+        async with self.client.stream("POST", f"{self.url}/completions", json=body) as response:
+            if response.status_code != 200:
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                yield Failed(f"upstream {self.url} answered {response.status_code}: {detail}")
+                return
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"].get("completion_tokens", tokens)
+                for choice in chunk.get("choices", []):
+                    if choice.get("text"):
+                        answer += choice["text"]
+                        yield Delta(choice["text"])
+                    reason = choice.get("finish_reason") or reason
+        yield Done(reason, answer, tokens)
+
+    async def _whole(self, body: dict):
+        response = await self.client.post(f"{self.url}/completions", json=body)
+        if response.status_code != 200:
+            yield Failed(f"upstream {self.url} answered {response.status_code}: {response.text[:300]}")
+            return
+        whole = response.json()
+        choice = whole["choices"][0]
+        answer = choice.get("text") or ""
+        if answer:
+            yield Delta(answer)
+        tokens = (whole.get("usage") or {}).get("completion_tokens", 0)
+        yield Done(choice.get("finish_reason") or "stop", answer, tokens)
 
     def health(self) -> str | None:
         return self.child.problem() if self.child is not None else None
@@ -275,7 +303,16 @@ def vllm_server(model_dir: Path, name: str, log: Path, dtype: str | None = None)
 
 
 # the GGUF type each external engine serves by default, and what each needs installed
-DEFAULT_OUTTYPE = {"llama.cpp": "q8_0", "vllm": "bf16"}
+# (llama.cpp: q4_k_m was the fastest GGUF type on the demo run whose grid still followed both rewards, >= 0.85,
+# its hypervolume within fp32's interval: bench/results/serve_engines.json; check yours with `ric evaluate
+# RUN --engine llama.cpp`, or take q8_0)
+DEFAULT_OUTTYPE = {"llama.cpp": "q4_k_m", "vllm": "bf16"}
+# said when requests queue in front of an engine that answers one at a time
+ONE_AT_A_TIME = (
+    "%d requests are waiting on llama.cpp, which answers one at a time: for many concurrent clients "
+    "--engine builtin batches them (on the demo run at 16 clients, builtin bf16 gave 102 tokens/s, llama.cpp "
+    "55-68; bench/results/serve_engines.json)"
+)
 
 
 def check_engine(engine: str, method, outtype: str | None = None) -> str:
@@ -338,3 +375,37 @@ def start_engine_server(run_dir, engine: str, outtype: str, name: str, tokenizer
 
 def engine_sampling(engine: str) -> dict:
     return LLAMA_CPP_SAMPLING if engine == "llama.cpp" else {}
+
+
+def served_loader(run, engine: str, outtype: str | None, adapter=None, dtype=None):
+    """For `ric evaluate RUN --engine llama.cpp`: checks now (before any model loads), then returns
+    `served(info, load_in_process)` for `ric.evaluate.evaluate`, which gives (a loader of the
+    `ServedGenerator` that answers through the engine's server, started when the loader is called; the
+    identity of those answers; the list the started server is appended to)."""
+    from ..generation import resolve_adapter
+    from ..inference import RiCGenerator, ServedGenerator
+    from ..methods import get_method
+    from ..models import load_tokenizer
+    from ..recipe import RecipeError
+
+    if adapter or dtype:
+        flag = "--adapter" if adapter else "--dtype"
+        raise RecipeError(
+            f"{flag}: not with --engine {engine}, which answers from the run's export of its latest adapter"
+        )
+    outtype = check_engine(engine, get_method("ric"), outtype)
+
+    def served(info, load_in_process):
+        servers: list[ChildServer] = []
+
+        def load():
+            formatter = RiCGenerator(None, load_tokenizer(str(resolve_adapter(run.run_dir, info))), info)
+            name = run.run_dir.resolve().name
+            server = start_engine_server(run.run_dir, engine, outtype, name, formatter.tokenizer)
+            servers.append(server)
+            identity = {"engine": engine, "outtype": outtype}
+            return ServedGenerator(formatter, server.url, name, engine_sampling(engine), load_in_process, identity)
+
+        return load, {"engine": engine, "outtype": outtype}, servers
+
+    return served

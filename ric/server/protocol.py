@@ -19,6 +19,9 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class RequestError(ValueError):
@@ -42,22 +45,7 @@ class Limits:
     max_body_bytes: int = 1_000_000
 
 
-@dataclass
-class ParsedRequest:
-    kind: str  # "chat" or "text"
-    model: str
-    prompt: object  # chat: the list of messages; text: the prompt string
-    max_tokens: int
-    temperature: float
-    top_p: float
-    seed: int | None
-    stream: bool
-    preference: list[float] | None
-    targets: list[float] | None
-
-
-def _number(body: dict, name: str, default, low: float, high: float, integer: bool = False):
-    value = body.get(name, default)
+def _number(value, name: str, default, low: float, high: float, integer: bool = False):
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
@@ -67,8 +55,7 @@ def _number(body: dict, name: str, default, low: float, high: float, integer: bo
     return int(value) if integer else float(value)
 
 
-def _weights(body: dict, name: str) -> list | None:
-    value = body.get(name)
+def _weights(value, name: str) -> list | None:
     if value is None:
         return None
     if not isinstance(value, list) or not value:
@@ -78,64 +65,176 @@ def _weights(body: dict, name: str) -> list | None:
     return [float(v) for v in value]
 
 
-def parse_request(body, kind: str, models: list[str], limits: Limits, default_settings: dict) -> ParsedRequest:
-    """Validate a request body; raises RequestError naming the field."""
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object", None)
-    model = body.get("model")
-    if model not in models:
-        raise RequestError(
-            f"model: {model!r} is not served here; available: {models}", "model", code="model_not_found"
-        )
-    if kind == "chat":
-        prompt = body.get("messages")
-        if not isinstance(prompt, list) or not prompt:
+# fields of the OpenAI API that ric serve does not honour: refused by name rather than ignored
+REFUSED = ("stop", "tools", "functions", "response_format", "logprobs", "top_logprobs", "suffix", "echo")
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+def _context(info: ValidationInfo) -> dict:
+    return info.context or {}
+
+
+class CompletionRequestBase(BaseModel):
+    """What a text and a chat completion request share. Each field is checked by a `before` validator that
+    raises `RequestError` (naming the field, with the message a client sees); the request's context (served
+    model names, `Limits`, the run's default settings) comes as pydantic's validation context. Fields a
+    client may send that change nothing (`user`, `metadata`, penalties) are accepted (`extra="allow"`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(default=None, validate_default=True)
+    n: int = Field(default=1, validate_default=True)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = Field(default=None, validate_default=True)
+    top_p: float | None = Field(default=None, validate_default=True)
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict | None = None
+    preference: list[float] | None = None
+    targets: list[float] | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value, info: ValidationInfo):
+        models = _context(info).get("models")
+        if models is not None and value not in models:
+            raise RequestError(
+                f"model: {value!r} is not served here; available: {models}", "model", code="model_not_found"
+            )
+        return value
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _n(cls, value):
+        if value not in (None, 1):
+            raise RequestError("n: one completion per request is served here; send several requests", "n")
+        return 1
+
+    @field_validator("max_tokens", "max_completion_tokens", mode="before")
+    @classmethod
+    def _max_tokens(cls, value, info: ValidationInfo):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RequestError(f"{info.field_name}: expected a positive integer, got {value!r}", info.field_name)
+        cap = _context(info).get("limits", Limits()).max_tokens
+        if value > cap:
+            raise RequestError(f"{info.field_name}: {value} is over this server's cap of {cap}", info.field_name)
+        return value
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream(cls, value):
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise RequestError(f"stream: expected true or false, got {value!r}", "stream")
+        return value
+
+    @field_validator("preference", "targets", mode="before")
+    @classmethod
+    def _weights(cls, value, info: ValidationInfo):
+        return _weights(value, info.field_name)
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature(cls, value, info: ValidationInfo):
+        return _number(value, "temperature", _context(info).get("defaults", {}).get("temperature", 0.7), 0.0, 2.0)
+
+    @field_validator("top_p", mode="before")
+    @classmethod
+    def _top_p(cls, value, info: ValidationInfo):
+        return _number(value, "top_p", _context(info).get("defaults", {}).get("top_p", 1.0), 1e-6, 1.0)
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value):
+        return _number(value, "seed", None, -(2**63), 2**63 - 1, integer=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refused(cls, body):
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object", None)
+        for name in REFUSED:
+            if body.get(name) not in (None, False, [], 0):
+                raise RequestError(f"{name}: not supported by ric serve; leave it out", name)
+        return body
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if self.preference is not None and self.targets is not None:
+            raise RequestError("preference and targets: give one of them, not both", "preference")
+        return self
+
+    def new_tokens(self, default: int) -> int:
+        """The answer's token budget: `max_completion_tokens`, else `max_tokens`, else the run's default."""
+        given = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return default if given is None else given
+
+
+class ChatCompletionRequest(CompletionRequestBase):
+    """`POST /v1/chat/completions`: the conversation, its last turn the user's."""
+
+    messages: list[ChatMessage] = Field(default=None, validate_default=True)
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _messages(cls, value):
+        if not isinstance(value, list) or not value:
             raise RequestError("messages: give a non-empty list of {role, content} messages", "messages")
-        for i, message in enumerate(prompt):
+        for i, message in enumerate(value):
             if not isinstance(message, dict) or not isinstance(message.get("content"), str):
                 raise RequestError(f"messages[{i}]: expected {{role, content}} with text content", "messages")
             if message.get("role") not in ("system", "user", "assistant"):
                 raise RequestError(
                     f"messages[{i}].role: {message.get('role')!r} is not system, user or assistant", "messages"
                 )
-        if prompt[-1]["role"] != "user" or not prompt[-1]["content"].strip():
+        if value[-1]["role"] != "user" or not value[-1]["content"].strip():
             raise RequestError("messages: the last message must be a user turn with text", "messages")
-    else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str) or not prompt.strip():
+        return value
+
+    @property
+    def prompt(self) -> list[dict]:
+        return [m.model_dump() for m in self.messages]
+
+
+class CompletionRequest(CompletionRequestBase):
+    """`POST /v1/completions`: one prompt (the user's request; the run's template formats it)."""
+
+    prompt: str = Field(default=None, validate_default=True)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, value):
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+            value = value[0]
+        if not isinstance(value, str) or not value.strip():
             raise RequestError("prompt: give one prompt with text (a string)", "prompt")
-    if body.get("n", 1) != 1:
-        raise RequestError("n: one completion per request is served here; send several requests", "n")
-    for name in ("stop", "tools", "functions", "response_format", "logprobs", "top_logprobs", "suffix", "echo"):
-        if body.get(name) not in (None, False, [], 0):
-            raise RequestError(f"{name}: not supported by ric serve; leave it out", name)
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    max_tokens = default_settings["max_new_tokens"] if max_tokens is None else max_tokens
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise RequestError(f"{field_name}: expected a positive integer, got {max_tokens!r}", field_name)
-    if max_tokens > limits.max_tokens:
-        raise RequestError(f"{field_name}: {max_tokens} is over this server's cap of {limits.max_tokens}", field_name)
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise RequestError(f"stream: expected true or false, got {stream!r}", "stream")
-    preference, targets = _weights(body, "preference"), _weights(body, "targets")
-    if preference is not None and targets is not None:
-        raise RequestError("preference and targets: give one of them, not both", "preference")
-    return ParsedRequest(
-        kind=kind,
-        model=model,
-        prompt=prompt,
-        max_tokens=max_tokens,
-        temperature=_number(body, "temperature", default_settings.get("temperature", 0.7), 0.0, 2.0),
-        top_p=_number(body, "top_p", default_settings.get("top_p", 1.0), 1e-6, 1.0),
-        seed=_number(body, "seed", None, -(2**63), 2**63 - 1, integer=True),
-        stream=stream,
-        preference=preference,
-        targets=targets,
-    )
+        return value
+
+
+REQUESTS = {"chat": ChatCompletionRequest, "text": CompletionRequest}
+
+
+def parse_request(body, kind: str, models: list[str], limits: Limits, default_settings: dict) -> CompletionRequestBase:
+    """The request body as its typed model; raises RequestError naming the first field at fault."""
+    context = {"models": models, "limits": limits, "defaults": default_settings}
+    try:
+        return REQUESTS[kind].model_validate(body, context=context)
+    except ValidationError as err:
+        for problem in err.errors():
+            cause = (problem.get("ctx") or {}).get("error")
+            if isinstance(cause, RequestError):
+                raise cause from None
+        problem = err.errors()[0]
+        field = ".".join(str(p) for p in problem.get("loc", ())) or None
+        raise RequestError(f"{field}: {problem.get('msg')}", field) from None
 
 
 def new_id(kind: str) -> str:

@@ -324,14 +324,25 @@ def test_the_web_page_in_a_real_browser(server, ric_run):
         mark_before = {k: mark.get_attribute(k) for k in ("data-preference", "cx", "cy")}
         assert mark.tag_name == "circle" and mark_before["data-preference"] == "0.50,0.50"
         assert not browser.find_elements(By.ID, "mark-b"), "B is marked only side by side"
+        # the plot reads without the docs: values on both axes, the axes named, the base model labelled, and the
+        # chosen point's rewards beside its mark (w = (0.5, 0.5) is an evaluated point: its means)
+        front = httpx.get(server.url + "/ric/run", timeout=10).json()["front"]
+        nx, ny = front["rewards"][:2]
+        means = {tuple(p["preference"]): tuple(p["mean"][n] for n in (nx, ny)) for p in front["points"]}
+        for axis in "xy":
+            ticks = [float(t.text) for t in browser.find_elements(By.CSS_SELECTOR, f"#front text.tick-{axis}")]
+            assert len(ticks) == 5 and ticks == sorted(ticks) and ticks[0] < ticks[-1], ticks
+        titles = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#front text.axis-title")]
+        assert titles == [f"mean {nx} →", f"↑ mean {ny}"]
+        assert browser.find_element(By.ID, "base-label").text == "base model"
+        x, y = means[(0.5, 0.5)]
+        assert browser.find_element(By.ID, "mark-label-a").text == f"A: {nx} {x:.2f}, {ny} {y:.2f}"
         slider = browser.find_elements(By.CSS_SELECTOR, "#sliders-a input.weight-slider")[0]
         browser.execute_script("arguments[0].value = 90; arguments[0].dispatchEvent(new Event('input'));", slider)
         wait.until(lambda b: "0.90, 0.10" in b.find_element(By.ID, "targets-a").text)
         mark = browser.find_element(By.ID, "mark-a")
         mark_after = {k: mark.get_attribute(k) for k in ("data-preference", "cx", "cy")}
         assert mark_after["data-preference"] == "0.90,0.10", mark_after
-        front = httpx.get(server.url + "/ric/run", timeout=10).json()["front"]
-        means = {tuple(p["preference"]): tuple(p["mean"][n] for n in front["rewards"][:2]) for p in front["points"]}
         if means[(0.5, 0.5)] != means[(1.0, 0.0)]:  # w=(0.9, 0.1) lies between these two evaluated points
             assert (mark_after["cx"], mark_after["cy"]) != (mark_before["cx"], mark_before["cy"]), "the mark moved"
         after = browser.find_element(By.ID, "targets-a").text
