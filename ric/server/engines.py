@@ -319,6 +319,7 @@ def check_engine(engine: str, method, outtype: str | None = None) -> str:
     """Refuse, before any model loads, an engine that is unknown, not installed, or cannot serve the
     run's method; returns the export type it will serve."""
     import importlib.util
+    import shutil
 
     from ..export import INSTALL_HINT, OUTTYPES
     from ..recipe import RecipeError
@@ -348,7 +349,7 @@ def check_engine(engine: str, method, outtype: str | None = None) -> str:
         missing = [m for m in ("llama_cpp", "sentencepiece", "sse_starlette") if importlib.util.find_spec(m) is None]
         if missing:
             raise RecipeError(f"--engine llama.cpp: {', '.join(missing)} not installed; {INSTALL_HINT}")
-    elif importlib.util.find_spec("vllm") is None:
+    elif importlib.util.find_spec("vllm") is None and shutil.which("vllm") is None:
         raise RecipeError("--engine vllm: vllm is not installed; `pip install vllm` on a machine with CUDA")
     return outtype
 

@@ -5,6 +5,7 @@ is reported, Ctrl-C stops it. `ric evaluate --engine llama.cpp` answers the grid
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,7 +111,7 @@ def test_engine_refusals_before_any_model_loads(ric_run, tmp_path_factory, tiny_
     assert "--outtype: applies with --engine" in refused("serve", ric_run, "--outtype", "q8_0")
     assert "--dtype: not with --engine" in refused("serve", ric_run, "--engine", "llama.cpp", "--dtype", "bfloat16")
     assert "--upstream: not with" in refused("serve", ric_run, "--engine", "vllm", "--upstream", "http://127.0.0.1:9")
-    if importlib.util.find_spec("vllm") is None:
+    if importlib.util.find_spec("vllm") is None and shutil.which("vllm") is None:
         assert "vllm is not installed" in refused("serve", ric_run, "--engine", "vllm")
     assert "--adapter: not with --engine" in refused(
         "evaluate", ric_run, "--engine", "llama.cpp", "--adapter", ric_run / "adapter"
@@ -122,3 +123,45 @@ def test_engine_refusals_before_any_model_loads(ric_run, tmp_path_factory, tiny_
         json.dumps({"base_model": str(tiny_model_dir), "rewards": ["a", "b"], "template": "chat", "method": "soups"})
     )
     assert "use --engine builtin" in refused("serve", soups, "--engine", "llama.cpp")
+
+
+STAND_IN = '''#!{python}
+"""A stand-in for `vllm serve MODEL_DIR --served-model-name NAME --host H --port P [--dtype D]` on a CPU: the
+merged Hugging Face export ric hands it, converted by llama.cpp's converter and served by llama-cpp-python's
+OpenAI server (a real OpenAI-compatible server; vLLM itself needs CUDA)."""
+import os, sys
+from pathlib import Path
+from ric.export import convert_to_gguf, llama_cpp_converter
+args = sys.argv[1:]
+assert args[0] == "serve", args
+model_dir, value = Path(args[1]), lambda flag: args[args.index(flag) + 1]
+gguf = convert_to_gguf(llama_cpp_converter(download=False), model_dir, model_dir.parent / "stand-in.gguf", "f32")
+command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf)]
+command += ["--model_alias", value("--served-model-name")]
+command += ["--host", value("--host"), "--port", value("--port"), "--interrupt_requests", "false"]
+os.execv(sys.executable, command)
+'''
+
+
+@needs_llama_cpp
+def test_vllm_engine_path_against_a_stand_in_server(ric_run, tmp_path):
+    """`--engine vllm`: ric exports the run merged (Hugging Face, bf16), starts `vllm serve` on it as a child and
+    fronts it. Here `vllm` on PATH is a stand-in that serves that export with a real OpenAI-compatible server."""
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "vllm").write_text(STAND_IN.format(python=sys.executable))
+    (bin_dir / "vllm").chmod(0o755)
+    srv = Server(ric_run, "--engine", "vllm", env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    try:
+        answer = client(srv).chat.completions.create(
+            model="run", messages=MESSAGES, max_tokens=4, extra_body={"preference": [0.6, 0.4]}
+        )
+        assert answer.ric["targets"] == expected_targets(ric_run, [0.6, 0.4]) and answer.usage.completion_tokens > 0
+        assert srv.stats()["engine"] == "vllm" and srv.stats()["requests"] == 1
+        serving = json.loads((ric_run / "export" / "hf-bf16" / "ric_serving.json").read_text())
+        assert serving["model"] == {"format": "hf", "outtype": "bf16"}
+        assert "starting vllm serve: " + str(bin_dir / "vllm") + " serve " in srv.log.read_text()
+    finally:
+        srv.stop()
