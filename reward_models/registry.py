@@ -109,7 +109,7 @@ def reward_summary(name: str) -> dict:
 
 def _load_builtins() -> None:
     # Importing the modules registers their scorers; kept lazy so `import reward_models` stays light.
-    from . import hf_scorer, image_scorers, paper_models, text_scorers  # noqa: F401
+    from . import hf_scorer, image_scorers, paper_models, text_scorers, textnorm  # noqa: F401
 
 
 def _import_dotted(path: str):
@@ -144,6 +144,11 @@ def check_reward_names(names: Sequence[str], declared: dict[str, Any] | None = N
     if not names:
         raise ValueError(f"`{field}` is empty: name at least one reward, e.g. {field}: [positivity, relevance]")
     for name in names:
+        if name in declared and declared[name].get("type") == "textnorm":
+            from .textnorm import check_textnorm
+
+            check_textnorm(name, declared[name], declared)
+            continue
         if name in declared or name in _REGISTRY:
             continue
         if is_dotted_path(name):
@@ -197,6 +202,8 @@ def get_reward(name: str, declared: dict[str, Any] | None = None, **kwargs) -> R
     if name in declared:
         spec = dict(declared[name])
         kind = spec.pop("type", name if name in _REGISTRY else "sequence_classifier")
+        if kind == "textnorm":  # it builds the rewards it normalises, which may be declared too
+            spec = {"of": name, **spec, "declared": declared}
         factory = _REGISTRY.get(kind)
         if factory is None:
             raise ValueError(f"reward_models.{name}.type: unknown type {kind!r}; known: {', '.join(list_rewards())}")

@@ -105,11 +105,15 @@ class ObjectivesConfig:
     """The objectives of a run, shared by RiC and the baselines: rewards (in tag order), declared
     reward models, and the prompt template."""
 
+    # what a recipe file may hold where it is wider than the field's type (read by `ric.recipe.check_recipe`)
+    RECIPE_TYPES: ClassVar[dict] = {"rewards": list[str | dict] | None}
+
     rewards: list[str] | None = field(
         default=None,
         metadata={
             "help": "Reward names, in tag order: registry names (see `ric rewards`), names declared in "
-            "reward_models, or dotted paths 'pkg.module:function'."
+            "reward_models, or dotted paths 'pkg.module:function'. In a recipe file an entry may be a mapping "
+            "{name: relevance, normalize: textnorm, scale: 3, contrasts: 8, source: rules|dataset|file, path: ...}.",
         },
     )
     reward_models: dict | str | None = field(
@@ -143,6 +147,27 @@ class ObjectivesConfig:
         },
     )
 
+    def _inline_reward(self, entry: dict) -> str:
+        """A `rewards` entry written as a mapping, `{name: relevance, normalize: textnorm, scale: 3, contrasts: 8}`:
+        declared under `reward_models` (a TextNorm of the named reward, under the same name); returns the name."""
+        name, normalize = entry.get("name"), entry.get("normalize")
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"rewards: the entry {entry!r} has no `name`; write {{name: relevance, normalize: textnorm}}"
+            )
+        if normalize != "textnorm":
+            raise ValueError(
+                f"rewards.{name}.normalize: {normalize!r}; the normalisation a reward may take is textnorm "
+                "(or declare the reward under reward_models)"
+            )
+        declared = dict(self.reward_models or {})
+        if name in declared:
+            raise ValueError(f"rewards.{name}: also declared under reward_models; declare it in one place")
+        spec = {k: v for k, v in entry.items() if k not in ("name", "normalize")}
+        declared[name] = {"type": "textnorm", "of": spec.pop("of", name), **spec}
+        self.reward_models = declared
+        return name
+
     def check_objectives(self) -> None:
         if isinstance(self.reward_models, str):
             try:
@@ -162,6 +187,7 @@ class ObjectivesConfig:
                 )
         if isinstance(self.rewards, str):
             self.rewards = [r for r in self.rewards.replace(" ", ",").split(",") if r]
+        self.rewards = [self._inline_reward(r) if isinstance(r, dict) else r for r in self.rewards or []] or None
         if self.reward_batch_size < 1:
             raise ValueError(f"reward_batch_size must be a positive integer, got {self.reward_batch_size}")
 

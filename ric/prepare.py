@@ -356,19 +356,30 @@ def prepare(run_dir, model_args, data_args, args, meter=None, progress: bool = T
         else load_tokenizer(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     )
     rows, dropped = filter_rows(rows, tokenizer, data_args)
+
+    def load_scorers():  # only if some chunk is left to score; kept for their records
+        if not scorers:
+            scorers.extend(load_rewards(args.rewards, args.reward_models, batch_size=args.reward_batch_size))
+        return scorers
+
     with part("score"):
         raw = score_chunked(
             data_dir(run_dir) / "scores",
             rows.prompts,
             rows.responses,
             names,
-            lambda: scorers or load_rewards(args.rewards, args.reward_models, batch_size=args.reward_batch_size),
+            load_scorers,
             args.generation_chunk_size,
             progress,
             "scoring training rows",
         )
     summary = prepare_summary(rows, raw, names, dropped)
+    normalised = {s.name: s.record() for s in scorers if hasattr(s, "record")}  # TextNorm: its contrasts and counts
+    if normalised:
+        summary["textnorm"] = {name: record["counts"] for name, record in normalised.items()}
     if is_main_process():
+        if normalised:
+            write_json(data_dir(run_dir) / "textnorm.json", normalised)
         write_prepared(run_dir, rows, raw, names, args)
         write_json(data_dir(run_dir) / "prepare_stats.json", summary)
     wait_for_everyone()

@@ -98,9 +98,10 @@ def check_recipe(mapping: dict, dataclass_types: Sequence[type], source: str = "
     fields: dict[str, tuple[dataclasses.Field, object]] = {}
     for cls in dataclass_types:
         hints = typing.get_type_hints(cls)
+        wider = getattr(cls, "RECIPE_TYPES", {})  # what a recipe file may hold, when wider than the field's type
         for f in dataclasses.fields(cls):
             if f.init:
-                fields[f.name] = (f, hints.get(f.name, f.type))
+                fields[f.name] = (f, wider.get(f.name, hints.get(f.name, f.type)))
     refuse_renamed(mapping, source, fields)
     for key, value in mapping.items():
         if key == "env":
