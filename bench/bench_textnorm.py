@@ -87,7 +87,7 @@ def paired_difference(raw, normalised, seed: int = 0, resamples: int = 1000) -> 
 def main():
     import datasets
 
-    from reward_models import get_reward, textnorm_probabilities
+    from reward_models import get_reward
     from reward_models.contrasts import NearestPrompts
 
     parser = argparse.ArgumentParser()
@@ -106,16 +106,38 @@ def main():
     random.Random(a.seed).shuffle(questions)
     half = len(questions) // 2
     evaluated, pool = questions[:half], questions[half:]
-    rng = random.Random(a.seed + 1)
-    items = []  # (question index, answer, label)
-    for i, question in enumerate(evaluated):
-        for answer in answers[question][:4]:
-            items.append((i, answer, 1))
-        for other in rng.sample([q for q in evaluated if q != question], 3):
-            items.append((i, rng.choice(answers[other]), 0))
-    relevance = get_reward("relevance")
     nearest = NearestPrompts(pool)
     contrasts = nearest(evaluated, a.contrasts)
+    near_misses = NearestPrompts(evaluated)(evaluated, 3)  # the 3 closest other first-half questions
+    relevance = get_reward("relevance")
+    out_text = {}
+    for kind in ("random", "nearest"):
+        rng = random.Random(a.seed + 1)
+        items = []  # (question index, answer, label)
+        for i, question in enumerate(evaluated):
+            for answer in answers[question][:4]:
+                items.append((i, answer, 1))
+            others = rng.sample([q for q in evaluated if q != question], 3) if kind == "random" else near_misses[i]
+            for other in others:
+                items.append((i, rng.choice(answers[other]), 0))
+        out_text[kind] = calibrate(items, evaluated, contrasts, relevance, a)
+    path = Path(a.out)
+    out = json.loads(path.read_text()) if path.exists() else {"images": None}
+    out["text"] = out_text["random"]
+    out["text_near_misses"] = out_text["nearest"]
+    out.setdefault("images", None)
+    if out["images"] is None:
+        out["images_note"] = (
+            "not measured yet: the shapes pipeline's generated images and a caption scorer trained on "
+            "procedural renders are still to be built"
+        )
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out_text, indent=2))
+
+
+def calibrate(items, evaluated, contrasts, relevance, a) -> dict:
+    from reward_models import textnorm_probabilities
+
     prompts, responses = [], []
     for i, answer, _ in items:
         prompts += [evaluated[i], *contrasts[i]]
@@ -132,8 +154,9 @@ def main():
         groups_tn[i][0].append(label)
         groups_tn[i][1].append(float(t))
     text = {
-        "what": "answers to their own demo question (positives) against answers to other questions (negatives); "
-        "relevance raw and TextNorm of it; contrasts: the K nearest questions of a disjoint half",
+        "what": "answers to their own demo question (positives) against answers to other questions (negatives: "
+        "3 random other questions, or in text_near_misses the 3 nearest); relevance raw and TextNorm of it; "
+        "contrasts: the K nearest questions of a disjoint half",
         "questions": len(evaluated),
         "pairs": len(items),
         "positives": sum(label for *_, label in items),
@@ -144,17 +167,7 @@ def main():
         "textnorm": measures(list(groups_tn.values()), seed=a.seed),
     }
     text["textnorm_minus_raw"] = paired_difference(list(groups_raw.values()), list(groups_tn.values()), a.seed)
-    path = Path(a.out)
-    out = json.loads(path.read_text()) if path.exists() else {"images": None}
-    out["text"] = text
-    out.setdefault("images", None)
-    if out["images"] is None:
-        out["images_note"] = (
-            "not measured yet: the shapes pipeline's generated images and a caption scorer trained on "
-            "procedural renders are still to be built"
-        )
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(text, indent=2))
+    return text
 
 
 if __name__ == "__main__":
