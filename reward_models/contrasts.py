@@ -164,19 +164,23 @@ def rule_contrasts(prompt: str, k: int, seed: int = 0) -> list[str]:
     return options[:k]
 
 
+def _jsonl(path: Path, what: str):
+    """(line number, row) of each non-empty line of a JSONL file; a line that is not JSON is refused by number."""
+    if not path.exists():
+        raise ValueError(f"{what}: {path} does not exist")
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{what} {path}, line {n}: not JSON ({err})") from None
+
+
 def read_prompts(path) -> list[str]:
     """The distinct prompts of a JSONL file of {"prompt": ...} rows, in order."""
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f'contrasts pool: {path} does not exist; give a JSONL file of {{"prompt": ...}} rows')
     prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"contrasts pool {path}, line {n}: not JSON ({err})") from None
+    for n, row in _jsonl(path, "contrasts pool"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise ValueError(f'contrasts pool {path}, line {n}: expected {{"prompt": <text>}}')
         prompts.append(row["prompt"])
@@ -190,16 +194,8 @@ def check_contrast_file(path) -> dict[str, list[str]]:
     """prompt -> its contrasts, from a JSONL file of {"prompt": ..., "contrasts": [...]} rows; refuses an empty
     or malformed file and a contrast equal to its own prompt, naming the line."""
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"contrasts file: {path} does not exist")
     table: dict[str, list[str]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"contrasts file {path}, line {n}: not JSON ({err})") from None
+    for n, row in _jsonl(path, "contrasts file"):
         contrasts = row.get("contrasts") if isinstance(row, dict) else None
         if (
             not isinstance(row, dict)
