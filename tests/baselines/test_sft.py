@@ -112,3 +112,12 @@ def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_p
     info = json.loads((tmp_path / "morlhf/ric_run.json").read_text())
     assert info["base_model"] == str(run / "merged") and len(info["policies"]) == 2
     assert Path(tmp_path / "morlhf/policies/w_0.00_1.00/adapter/adapter_model.safetensors").exists()
+    # `ric export` writes the same model, with its serving notes (no score tags: an SFT model takes no preference)
+    assert main(["export", str(run), str(tmp_path / "export"), "--preference", "0.5,0.5"]) == 2
+    assert "one model for every preference" in capsys.readouterr().err
+    assert main(["export", str(run), str(tmp_path / "export")]) == 0
+    with torch.no_grad():
+        exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "export"))(**batch).logits
+    assert torch.allclose(exported, merged, atol=1e-5)
+    serving = json.loads((tmp_path / "export" / "ric_serving.json").read_text())
+    assert serving["method"] == "sft" and "tags" not in serving and serving["point"] is None
