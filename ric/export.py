@@ -176,8 +176,10 @@ def export(
     point: str | None = None,
     preference=None,
     overwrite: bool = False,
+    record: dict | None = None,
 ) -> Path:
-    """Write the run's model (merged) to `out` in `format`, with `ric_serving.json`. Returns `out`."""
+    """Write the run's model (merged) to `out` in `format`, with `ric_serving.json` (plus `record`'s fields).
+    Returns `out`."""
     plan = plan_export(run_dir, out, format, outtype, point, preference, overwrite)
     converter = llama_cpp_converter() if plan.format == "gguf" else None
     model, tokenizer, chosen = merged_model(plan)
@@ -200,7 +202,7 @@ def export(
             convert_to_gguf(converter, hf_dir, tmp / plan.gguf_name, plan.outtype)
             shutil.rmtree(hf_dir)
             files["file"] = plan.gguf_name
-        write_json(tmp / SERVING_FILE, serving_record(plan, tokenizer, chosen, files))
+        write_json(tmp / SERVING_FILE, {**serving_record(plan, tokenizer, chosen, files), **(record or {})})
         os.chmod(tmp, 0o755)  # a temporary folder is private; the export is not
     logger.info("exported %s (%s run) to %s", plan.run_dir, plan.method.name, plan.out)
     return plan.out
@@ -480,10 +482,7 @@ def cached_export(run_dir, format: str, outtype: str) -> Path:
     if (folder / SERVING_FILE).exists() and read_serving(folder).get("source_fingerprint") == current:
         logger.info("using the %s export in %s", format, folder)
         return folder
-    export(run_dir, folder, format, outtype, overwrite=True)
-    record = read_serving(folder)
-    write_json(folder / SERVING_FILE, {**record, "source_fingerprint": current})
-    return folder
+    return export(run_dir, folder, format, outtype, overwrite=True, record={"source_fingerprint": current})
 
 
 def exported_model(folder: Path) -> Path:

@@ -310,8 +310,7 @@ DEFAULT_OUTTYPE = {"llama.cpp": "q4_k_m", "vllm": "bf16"}
 # said when requests queue in front of an engine that answers one at a time
 ONE_AT_A_TIME = (
     "%d requests are waiting on llama.cpp, which answers one at a time: for many concurrent clients "
-    "--engine builtin batches them (on the demo run at 16 clients, builtin bf16 gave 102 tokens/s, llama.cpp "
-    "55-68; bench/results/serve_engines.json)"
+    "--engine builtin batches them and was the faster at 16 clients on the demo run (bench/results/serve_engines.json)"
 )
 
 
