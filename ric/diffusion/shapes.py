@@ -49,9 +49,15 @@ def layout(seed: int, size: int = SIZE) -> tuple[float, float, float]:
 
 
 def _mask(shape: str, size: int, rng) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size] + 0.5
     cx, cy = size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3)  # as `layout`
-    r = size * rng.uniform(0.26, 0.36)
+    return shape_mask(shape, size, cx, cy, size * rng.uniform(0.26, 0.36))
+
+
+def shape_mask(shape: str, size: int, cx, cy, r) -> np.ndarray:
+    """Where `shape` centred at (cx, cy) with radius r covers a size x size grid (cx, cy, r may be arrays of
+    the same shape, broadcast in front: one mask per placement)."""
+    cx, cy, r = (np.asarray(v, dtype=np.float64)[..., None, None] for v in (cx, cy, r))
+    y, x = np.mgrid[0:size, 0:size] + 0.5
     if shape == "circle":
         return (x - cx) ** 2 + (y - cy) ** 2 <= r**2
     if shape == "square":
@@ -60,6 +66,94 @@ def _mask(shape: str, size: int, rng) -> np.ndarray:
         return abs(x - cx) + abs(y - cy) <= r * 1.15
     # triangle, pointing up
     return (y >= cy - r) & (y <= cy + r * 0.8) & (abs(x - cx) <= (y - (cy - r)) * 0.6)
+
+
+# --- reading an image back: which colour and which shape it shows (ground truth for generated images) ----------
+
+MIN_SATURATION = 0.25  # below it the drawn colour is too grey to name
+HUE_MARGIN = 8.0  # degrees: nearer than this to halfway between two named hues is unsure
+MIN_IOU, IOU_MARGIN = 0.6, 0.06  # the best shape's overlap, and its lead over the second best
+
+
+def read_image(image) -> dict:
+    """What a 32x32 image shows, by a fixed procedure (no model): the shape's colour and kind, or None where
+    the procedure is unsure, and why. The background is the border's median colour; the shape is the largest
+    connected region that differs from it; its kind is the template (circle, square, triangle, diamond, placed
+    and sized as the drawings are) that overlaps it best; its colour the named hue nearest its median hue."""
+    import colorsys
+
+    from PIL import Image
+    from scipy import ndimage
+
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+    rgb = ndimage.uniform_filter(np.asarray(image, dtype=np.float64), size=(3, 3, 1))  # grain averaged out
+    size = rgb.shape[0]
+    border = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3), rgb[:, :2].reshape(-1, 3)])
+    border = np.concatenate([border, rgb[:, -2:].reshape(-1, 3)])
+    distance = np.linalg.norm(rgb - np.median(border, axis=0), axis=-1)
+    threshold = max(25.0, 0.5 * float(np.percentile(distance, 95)))
+    labels, count = ndimage.label(distance > threshold)
+    out = {"colour": None, "shape": None, "why": []}
+    if count == 0:
+        out["why"].append("no shape found")
+        return out
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=range(1, count + 1))
+    mask = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    area = float(mask.mean())
+    if not 0.04 <= area <= 0.6:
+        out["why"].append(f"shape covers {area:.0%} of the image")
+        return out
+    # shape: the best-overlapping template near the region's centroid
+    ys, xs = np.nonzero(mask)
+    grid = np.stack(
+        np.meshgrid(
+            xs.mean() + 0.5 + np.arange(-3, 3.5, 1.0),
+            ys.mean() + 0.5 + np.arange(-4, 4.5, 1.0),
+            size * np.linspace(0.2, 0.42, 12),
+            indexing="ij",
+        ),
+        axis=-1,
+    ).reshape(-1, 3)
+    best = {}
+    for shape in SHAPES:
+        templates = shape_mask(shape, size, grid[:, 0], grid[:, 1], grid[:, 2])
+        overlap = (templates & mask).sum(axis=(1, 2)) / (templates | mask).sum(axis=(1, 2))
+        best[shape] = float(overlap.max())
+    ranked = sorted(best, key=best.get, reverse=True)
+    out["iou"] = {k: round(v, 3) for k, v in best.items()}
+    if best[ranked[0]] < MIN_IOU:
+        out["why"].append(f"no template overlaps well (best {ranked[0]} {best[ranked[0]]:.2f})")
+    elif best[ranked[0]] - best[ranked[1]] < IOU_MARGIN:
+        out["why"].append(f"{ranked[0]} or {ranked[1]}")
+    else:
+        out["shape"] = ranked[0]
+    # colour: the median of the region's inner pixels, named by the nearest hue
+    inner = ndimage.binary_erosion(mask) if ndimage.binary_erosion(mask).sum() >= 8 else mask
+    hue, saturation, _ = colorsys.rgb_to_hsv(*(np.median(rgb[inner], axis=0) / 255.0))
+    out["saturation"] = round(float(saturation), 3)
+    if saturation < MIN_SATURATION:
+        out["why"].append(f"too grey to name (saturation {saturation:.2f})")
+        return out
+    gaps = {name: abs((hue * 360 - h + 180) % 360 - 180) for name, h in COLOURS.items()}
+    nearest = sorted(gaps, key=gaps.get)
+    out["hue"] = round(float(hue * 360), 1)
+    if gaps[nearest[1]] - gaps[nearest[0]] < 2 * HUE_MARGIN:
+        out["why"].append(f"{nearest[0]} or {nearest[1]} (hue {hue * 360:.0f})")
+    else:
+        out["colour"] = nearest[0]
+    return out
+
+
+def judge_image(image, colour: str, shape: str) -> str:
+    """'match' when the image shows `colour` `shape`, 'mismatch' when it shows another colour or another shape,
+    'unsure' when `read_image` cannot tell either way."""
+    seen = read_image(image)
+    if seen["colour"] not in (None, colour) or seen["shape"] not in (None, shape):
+        return "mismatch"
+    if seen["colour"] == colour and seen["shape"] == shape:
+        return "match"
+    return "unsure"
 
 
 def draw_shape(colour: str, shape: str, saturation: float, detail: float, seed: int, size: int = SIZE):

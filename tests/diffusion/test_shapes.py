@@ -71,3 +71,24 @@ def test_pretrained_pipeline_is_cached_and_loads_as_a_stable_diffusion_pipeline(
     ).images[0]
     assert image.size == (32, 32)
     assert pipe.vae.config.scaling_factor != pytest.approx(0.18215), "the scaling factor is measured"
+
+
+def test_read_image_names_what_a_render_shows_and_is_unsure_rather_than_wrong():
+    from ric.diffusion.shapes import COLOURS, SHAPES, draw_shape, judge_image, read_image, sample_rows
+
+    rows = sample_rows(120, seed=41)
+    images = [draw_shape(r["colour"], r["shape"], r["saturation"], r["detail"], r["seed"]) for r in rows]
+    verdicts = [judge_image(image, r["colour"], r["shape"]) for image, r in zip(images, rows)]
+    assert "mismatch" not in verdicts, "a render is never judged to show another colour or shape"
+    vivid = [v for v, r in zip(verdicts, rows) if r["saturation"] > 0.5 and r["detail"] < 0.5]
+    assert len(vivid) > 20 and vivid.count("match") >= 0.9 * len(vivid)
+    # every colour and every shape is read back, and another caption is a mismatch
+    for colour in COLOURS:
+        for shape in SHAPES:
+            image = draw_shape(colour, shape, saturation=0.9, detail=0.1, seed=7)
+            seen = read_image(image)
+            assert (seen["colour"], seen["shape"]) == (colour, shape), seen
+    image = draw_shape("blue", "square", saturation=0.9, detail=0.1, seed=7)
+    assert judge_image(image, "red", "square") == "mismatch" == judge_image(image, "blue", "circle")
+    grey = read_image(draw_shape("red", "circle", saturation=0.05, detail=0.0, seed=7))
+    assert grey["colour"] is None and "too grey" in grey["why"][0]
