@@ -19,6 +19,8 @@ INPUT_FORMATS = {
     "response": "the response alone",
     "response_bos_prompt": 'one string response + " " + bos + " " + prompt (reversed, joined by the bos token)',
     "response_prompt": "the tokenizer's text/text_pair reversed: text=response, text_pair=prompt",
+    "image": "the image alone (text-to-image rewards)",
+    "caption_image": "the caption (the prompt) and the image",
 }
 
 
@@ -109,7 +111,7 @@ def reward_summary(name: str) -> dict:
 
 def _load_builtins() -> None:
     # Importing the modules registers their scorers; kept lazy so `import reward_models` stays light.
-    from . import hf_scorer, image_scorers, paper_models, text_scorers, textnorm  # noqa: F401
+    from . import hf_scorer, image_scorers, paper_models, shapes_clip, text_scorers, textnorm  # noqa: F401
 
 
 def _import_dotted(path: str):

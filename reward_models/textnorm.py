@@ -53,6 +53,12 @@ def combine_probabilities(probabilities, method: str = "mean", lam: float = 0.0)
     return mean - lam * probabilities.var(axis=0)
 
 
+def textnorm_records(scorers) -> dict:
+    """{name: record} of the TextNorm rewards among `scorers` (their settings, counts and every prompt's
+    contrasts), for the run directory; empty when none normalises."""
+    return {s.name: s.record() for s in scorers if hasattr(s, "record")}
+
+
 # --- TextNorm as a reward of the registry -----------------------------------------------------------------
 
 # input formats of scorers that never read the prompt: normalising over prompts changes nothing there
@@ -77,8 +83,9 @@ def check_textnorm(name: str, spec: dict, declared: dict | None = None) -> None:
     _load_builtins()
     for reward in inner:
         other = (declared or {}).get(reward) if reward != name else None
-        if other is not None:
-            fmt = other.get("input_format", "prompt_response")
+        if other is not None:  # declared: its own input_format, else its registered type's
+            kind = _REGISTRY.get(other.get("type", reward))
+            fmt = other.get("input_format", getattr(kind, "input_format", "prompt_response"))
         elif reward in _REGISTRY:
             fmt = getattr(_REGISTRY[reward], "input_format", "prompt_response")
         else:
@@ -145,7 +152,9 @@ def _register():
             from .contrasts import NearestPrompts, check_contrast_file, read_prompts
 
             names = [of] if isinstance(of, str) else list(of or [])
-            self.inner = [get_reward(n, {k: v for k, v in (declared or {}).items() if k != n} or None) for n in names]
+            # an inner reward is the registry's or declared; a TextNorm declaration under its name is this one itself
+            own = {k: v for k, v in (declared or {}).items() if v.get("type") != "textnorm"}
+            self.inner = [get_reward(n, own or None) for n in names]
             self.input_format = self.inner[0].input_format
             self.scale, self.k, self.source, self.seed = float(scale), int(contrasts), source, seed
             self.ensemble, self.lam, self.batch_size = ensemble, float(lam), batch_size

@@ -336,6 +336,7 @@ def prepare(run_dir, model_args, data_args, args, meter=None, progress: bool = T
     import contextlib
 
     from reward_models import check_reward_names, load_rewards, reward_display_name
+    from reward_models.textnorm import textnorm_records
 
     from .models import load_tokenizer
 
@@ -374,7 +375,7 @@ def prepare(run_dir, model_args, data_args, args, meter=None, progress: bool = T
             "scoring training rows",
         )
     summary = prepare_summary(rows, raw, names, dropped)
-    normalised = {s.name: s.record() for s in scorers if hasattr(s, "record")}  # TextNorm: its contrasts and counts
+    normalised = textnorm_records(scorers)
     if normalised:
         summary["textnorm"] = {name: record["counts"] for name, record in normalised.items()}
     if is_main_process():

@@ -118,6 +118,7 @@ def prepare_images(run_dir, cfg, meter=None, progress: bool = True) -> dict:
     import datasets
 
     from reward_models import check_reward_names, load_rewards, reward_display_name
+    from reward_models.textnorm import textnorm_records
 
     check_reward_names(cfg.rewards or [], cfg.reward_models)
     images, captions, skipped = load_images(cfg)
@@ -169,5 +170,9 @@ def prepare_images(run_dir, cfg, meter=None, progress: bool = True) -> dict:
         "raw_std": dict(zip(names, raw.std(0).tolist())),
         "pearson": pearson_matrix(raw) if len(names) > 1 and len(images) > 2 else None,
     }
+    normalised = textnorm_records(scorers)
+    if normalised:
+        summary["textnorm"] = {name: record["counts"] for name, record in normalised.items()}
+        write_json(out / "textnorm.json", normalised)
     write_json(out / "prepare_stats.json", summary)
     return summary
