@@ -99,6 +99,18 @@ class PromptGroupSampler:
             yield from (members[i] for i in rng.permutation(len(members)))
 
 
+def truncate_rows(dataset, limit: int):
+    """Tokenized rows cut to their first `limit` tokens (every per-token column), as SFTTrainer's keep_start
+    truncation does; a row left without a completion token is dropped, as there."""
+    columns = [c for c in ("input_ids", "completion_mask", "assistant_masks", "token_type_ids") if c in dataset.column_names]
+    if max(len(ids) for ids in dataset["input_ids"]) <= limit:
+        return dataset
+    cut = dataset.map(lambda row: {c: row[c][:limit] for c in columns}, desc="truncating to max_length")
+    if "completion_mask" in cut.column_names:
+        cut = cut.filter(lambda row: sum(row["completion_mask"]) > 0)
+    return cut
+
+
 class RiCTrainer(SFTTrainer):
     """TRL's `SFTTrainer` on prepared RiC rows (prompt, response, normalized_scores[, cut_by_budget]).
 
@@ -129,14 +141,22 @@ class RiCTrainer(SFTTrainer):
         self.sft_rows = build_sft_dataset(
             train_rows, args.template, processing_class, system_prompt=args.system_prompt, eos_after_budget_cut=eos
         )
+        # Padding-free (TRL's `padding_free`): the collator lays a batch's rows end to end as one sequence whose
+        # position ids restart at every row; transformers reads the restarts as a block-diagonal causal mask, so
+        # no token attends across rows, and the batch keeps its rows (the sampler is untouched). TRL refuses
+        # max_length there (it only truncates when packing): the rows are truncated here instead, as it would.
+        limit = args.max_length if args.padding_free and not args.packing else None
         super().__init__(
             model=model,
-            args=args,
+            args=dataclasses.replace(args, max_length=None) if limit else args,
             train_dataset=self.sft_rows,
             processing_class=processing_class,
             peft_config=peft_config,
             **kwargs,
         )
+        if limit:
+            self.args.max_length = limit
+            self.train_dataset = truncate_rows(self.train_dataset, limit)
         # SFTTrainer casts the adapter of a quantized base to bf16; the optimizer does not exist yet
         cast_adapter(self.model, adapter_dtype)
 

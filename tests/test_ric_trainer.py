@@ -208,3 +208,40 @@ def test_group_rows_by_prompt_batches_a_prompts_rows_together(prepared, smol_tok
         processing_class=smol_tokenizer,
     )
     assert not isinstance(plain._get_train_sampler(), PromptGroupSampler)
+
+
+def test_padding_free_keeps_the_batch_and_its_loss_and_no_row_sees_another(prepared, smol_tokenizer, tmp_path):
+    import dataclasses
+
+    import datasets
+
+    from ric.models import load_causal_lm
+    from ric.ric_trainer import RiCTrainer
+
+    _, _, args, _, _ = prepared
+    one, _, _ = load_prepared(args.output_dir)
+    longer = one.map(lambda r: {"response": r["response"] + " And a good deal more, said at length."})
+    train = datasets.concatenate_datasets([one, longer]).shuffle(seed=0)  # rows of uneven length
+    grouped = dataclasses.replace(args, output_dir=str(tmp_path), group_rows_by_prompt=True, report_to="none")
+    model = load_causal_lm(prepared[0].model_name_or_path, device="cpu").eval()
+    padded = RiCTrainer(model, args=grouped, train_rows=train, processing_class=smol_tokenizer)
+    free = RiCTrainer(
+        model, args=dataclasses.replace(grouped, padding_free=True), train_rows=train, processing_class=smol_tokenizer
+    )
+    assert free.args.max_length == grouped.max_length, "the recipe's max_length stays the run's"
+    a, b = next(iter(padded.get_train_dataloader())), next(iter(free.get_train_dataloader()))
+    assert b["input_ids"].shape[0] == 1 and "attention_mask" not in b
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(a["input_ids"], a["attention_mask"])]
+    assert b["input_ids"][0].tolist() == [t for r in rows for t in r], "the same rows, in the same order, end to end"
+    assert (a["attention_mask"] == 0).any(), "the padded batch did pad"
+    with torch.no_grad():
+        loss_padded = padded.compute_loss(padded.model, dict(a))
+        loss_free = free.compute_loss(free.model, dict(b))
+        assert torch.allclose(loss_padded, loss_free, rtol=1e-5), (loss_padded, loss_free)
+        # no attention across rows: the second row's logits laid end to end equal its logits alone
+        logits = free.model(input_ids=b["input_ids"], position_ids=b["position_ids"]).logits[0]
+        across = free.model(input_ids=b["input_ids"]).logits[0]  # one sequence: rows attend to earlier rows
+        start, length = len(rows[0]), len(rows[1])
+        alone = free.model(input_ids=torch.tensor([rows[1]])).logits[0]
+        assert torch.allclose(logits[start : start + length], alone, atol=1e-4)
+        assert not torch.allclose(across[start : start + length], alone, atol=1e-4), "the check can tell"
