@@ -102,7 +102,8 @@ class PromptGroupSampler:
 def truncate_rows(dataset, limit: int):
     """Tokenized rows cut to their first `limit` tokens (every per-token column), as SFTTrainer's keep_start
     truncation does; a row left without a completion token is dropped, as there."""
-    columns = [c for c in ("input_ids", "completion_mask", "assistant_masks", "token_type_ids") if c in dataset.column_names]
+    per_token = ("input_ids", "completion_mask", "assistant_masks", "token_type_ids")
+    columns = [c for c in per_token if c in dataset.column_names]
     if max(len(ids) for ids in dataset["input_ids"]) <= limit:
         return dataset
     cut = dataset.map(lambda row: {c: row[c][:limit] for c in columns}, desc="truncating to max_length")

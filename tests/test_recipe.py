@@ -55,6 +55,17 @@ def test_cpu_defaults_turn_bf16_and_checkpointing_off():
         assert args.bf16 is False and args.gradient_checkpointing is False
 
 
+def test_a_recipes_bf16_on_a_cpu_is_autocast_where_the_cpu_computes_bf16():
+    import torch
+
+    from ric.config import cpu_has_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine: bf16 is the GPU's")
+    (_, _, args, _), _ = parse_run_args(["--output_dir", "x", "--bf16", "true"])
+    assert (args.bf16, args.use_cpu) == ((True, True) if cpu_has_bf16() else (False, False))
+
+
 def test_command_line_overrides_the_file(tmp_path):
     recipe = write(tmp_path, {"output_dir": "runs/x", "max_steps": 10, "rewards": ["positivity"], "lora_r": 8})
     (model, _, args, _), effective = parse_run_args(["--max_steps", "3"], recipe)

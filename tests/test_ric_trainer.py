@@ -245,3 +245,11 @@ def test_padding_free_keeps_the_batch_and_its_loss_and_no_row_sees_another(prepa
         alone = free.model(input_ids=torch.tensor([rows[1]])).logits[0]
         assert torch.allclose(logits[start : start + length], alone, atol=1e-4)
         assert not torch.allclose(across[start : start + length], alone, atol=1e-4), "the check can tell"
+
+    # a recipe's max_length still holds: the rows are cut as SFTTrainer cuts them on the padded path
+    short = dataclasses.replace(grouped, max_length=40)
+    cut_padded = RiCTrainer(model, args=short, train_rows=train, processing_class=smol_tokenizer).train_dataset
+    cut_free = RiCTrainer(
+        model, args=dataclasses.replace(short, padding_free=True), train_rows=train, processing_class=smol_tokenizer
+    ).train_dataset
+    assert max(map(len, cut_free["input_ids"])) == 40 and cut_free["input_ids"] == cut_padded["input_ids"]
