@@ -235,7 +235,7 @@ def calibrate_images(a, steps: int, renders: int) -> dict:
 
     from reward_models import combine_probabilities, get_reward, textnorm_probabilities
     from reward_models.contrasts import check_contrast_file
-    from reward_models.shapes_clip import TRAINING
+    from ric.diffusion.shapes_clip import TRAINING
 
     default = (TRAINING["steps"], TRAINING["num_images"])
     rows = generate_labelled(Path(a.images_dir) / "calibration", a.per_condition)

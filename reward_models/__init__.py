@@ -8,6 +8,7 @@ Built-in scorers register on first use; add your own with `@register_reward("nam
 path ('package.module:function') in a recipe's `rewards` list.
 """
 
+from .image_scorers import ImageScorer, to_image
 from .loading import load_pretrained
 from .registry import (
     INPUT_FORMATS,
@@ -21,11 +22,12 @@ from .registry import (
     reward_display_name,
     reward_summary,
 )
-from .textnorm import combine_probabilities, textnorm_probabilities
+from .textnorm import combine_probabilities, textnorm_probabilities, textnorm_records
 
 __all__ = [
     "INPUT_FORMATS",
     "FunctionScorer",
+    "ImageScorer",
     "RewardScorer",
     "check_reward_names",
     "combine_probabilities",
@@ -37,4 +39,6 @@ __all__ = [
     "reward_display_name",
     "reward_summary",
     "textnorm_probabilities",
+    "textnorm_records",
+    "to_image",
 ]

@@ -111,7 +111,7 @@ def reward_summary(name: str) -> dict:
 
 def _load_builtins() -> None:
     # Importing the modules registers their scorers; kept lazy so `import reward_models` stays light.
-    from . import hf_scorer, image_scorers, paper_models, shapes_clip, text_scorers, textnorm  # noqa: F401
+    from . import hf_scorer, image_scorers, paper_models, text_scorers, textnorm  # noqa: F401
 
 
 def _import_dotted(path: str):

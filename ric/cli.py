@@ -259,6 +259,8 @@ def cmd_status(argv: list[str]) -> None:
 def cmd_rewards(argv: list[str]) -> None:
     from reward_models import list_rewards, reward_summary
 
+    from . import diffusion  # noqa: F401  (registers the text-to-image branch's rewards)
+
     for name in list_rewards():
         info = reward_summary(name)
         print(f"{name:<22} input={info['input_format']:<18} {info['description']}")

@@ -335,8 +335,7 @@ def prepare(run_dir, model_args, data_args, args, meter=None, progress: bool = T
     """Run the prepare stage; returns its statistics (also written to data/prepare_stats.json)."""
     import contextlib
 
-    from reward_models import check_reward_names, load_rewards, reward_display_name
-    from reward_models.textnorm import textnorm_records
+    from reward_models import check_reward_names, load_rewards, reward_display_name, textnorm_records
 
     from .models import load_tokenizer
 

@@ -99,17 +99,21 @@ class PromptGroupSampler:
             yield from (members[i] for i in rng.permutation(len(members)))
 
 
-def truncate_rows(dataset, limit: int):
-    """Tokenized rows cut to their first `limit` tokens (every per-token column), as SFTTrainer's keep_start
-    truncation does; a row left without a completion token is dropped, as there."""
-    per_token = ("input_ids", "completion_mask", "assistant_masks", "token_type_ids")
+def truncate_rows(dataset, limit: int, mode: str = "keep_start"):
+    """Tokenized rows cut to `limit` tokens (every per-token column), as SFTTrainer's own truncation does:
+    the first tokens (`keep_start`) or the last (`keep_end`); a row left without a label to learn is dropped,
+    as there."""
+    per_token = ("input_ids", "labels", "completion_mask", "assistant_masks", "token_type_ids")
     columns = [c for c in per_token if c in dataset.column_names]
     if max(len(ids) for ids in dataset["input_ids"]) <= limit:
         return dataset
-    cut = dataset.map(lambda row: {c: row[c][:limit] for c in columns}, desc="truncating to max_length")
-    if "completion_mask" in cut.column_names:
-        cut = cut.filter(lambda row: sum(row["completion_mask"]) > 0)
-    return cut
+    cut = slice(None, limit) if mode == "keep_start" else slice(-limit, None)
+    dataset = dataset.map(lambda row: {c: row[c][cut] for c in columns}, desc="truncating to max_length")
+    if "labels" in dataset.column_names:
+        return dataset.filter(lambda row: any(label != -100 for label in row["labels"]))
+    if "completion_mask" in dataset.column_names:
+        return dataset.filter(lambda row: sum(row["completion_mask"]) > 0)
+    return dataset
 
 
 class RiCTrainer(SFTTrainer):
@@ -157,7 +161,7 @@ class RiCTrainer(SFTTrainer):
         )
         if limit:
             self.args.max_length = limit
-            self.train_dataset = truncate_rows(self.train_dataset, limit)
+            self.train_dataset = truncate_rows(self.train_dataset, limit, args.truncation_mode)
         # SFTTrainer casts the adapter of a quantized base to bf16; the optimizer does not exist yet
         cast_adapter(self.model, adapter_dtype)
 

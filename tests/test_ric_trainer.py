@@ -247,9 +247,12 @@ def test_padding_free_keeps_the_batch_and_its_loss_and_no_row_sees_another(prepa
         assert not torch.allclose(across[start : start + length], alone, atol=1e-4), "the check can tell"
 
     # a recipe's max_length still holds: the rows are cut as SFTTrainer cuts them on the padded path
-    short = dataclasses.replace(grouped, max_length=40)
+    short = dataclasses.replace(grouped, max_length=int(max(map(len, padded.train_dataset["input_ids"]))) - 4)
     cut_padded = RiCTrainer(model, args=short, train_rows=train, processing_class=smol_tokenizer).train_dataset
     cut_free = RiCTrainer(
         model, args=dataclasses.replace(short, padding_free=True), train_rows=train, processing_class=smol_tokenizer
     ).train_dataset
-    assert max(map(len, cut_free["input_ids"])) == 40 and cut_free["input_ids"] == cut_padded["input_ids"]
+    assert len(cut_padded) > 0 and max(map(len, cut_free["input_ids"])) == short.max_length
+    assert cut_free["input_ids"] == cut_padded["input_ids"] and cut_free["labels"] == cut_padded["labels"]
+    tiny = dataclasses.replace(grouped, max_length=8, padding_free=True)  # the prompt alone fills it: no row is left
+    assert len(RiCTrainer(model, args=tiny, train_rows=train, processing_class=smol_tokenizer).train_dataset) == 0

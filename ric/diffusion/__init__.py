@@ -6,3 +6,5 @@ It reuses the text side's preference mapping (`ric.preference`), reward registry
 normalisation statistics, report and run-directory conventions; diffusers is imported only here,
 so the text path never needs it.
 """
+
+from . import shapes_clip  # noqa: E402,F401  (registers the `shapes_clip` reward; numpy only at import)

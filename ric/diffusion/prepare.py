@@ -117,8 +117,7 @@ def _png_bytes(image) -> bytes:
 def prepare_images(run_dir, cfg, meter=None, progress: bool = True) -> dict:
     import datasets
 
-    from reward_models import check_reward_names, load_rewards, reward_display_name
-    from reward_models.textnorm import textnorm_records
+    from reward_models import check_reward_names, load_rewards, reward_display_name, textnorm_records
 
     check_reward_names(cfg.rewards or [], cfg.reward_models)
     images, captions, skipped = load_images(cfg)

@@ -1,4 +1,5 @@
-"""`shapes_clip`: a small CLIP-style caption-image scorer for the procedural shapes, trained here.
+"""`shapes_clip`: a small CLIP-style caption-image scorer for the procedural shapes, trained here; registered
+in the reward registry when `ric.diffusion` is imported (the text-to-image method, `ric rewards`).
 
 The reward model of the CPU text-to-image demo, as CLIP is Stable Diffusion's: a convolutional image encoder
 and a bag-of-words text encoder trained contrastively (each image against the captions of its batch) on the
@@ -22,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_scorers import ImageScorer, to_image
-from .registry import register_reward
+from reward_models import ImageScorer, register_reward, to_image
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ TRAINING = {"num_images": 4000, "steps": 500, "batch_size": 128, "lr": 2e-3, "di
 
 
 def _vocabulary() -> list[str]:
-    from ric.diffusion.shapes import COLOURS, DETAIL_WORDS, SATURATION_WORDS, SHAPES
+    from .shapes import COLOURS, DETAIL_WORDS, SATURATION_WORDS, SHAPES
 
     return ["<pad>", "<unk>", "a", "at", *COLOURS, *SHAPES, *(w for _, w in SATURATION_WORDS + DETAIL_WORDS)]
 
@@ -93,8 +93,8 @@ def train_shapes_clip(out: str | Path, seed: int = 0, progress: bool = True, **o
     import torch
     from safetensors.torch import save_file
 
-    from ric.diffusion.shapes import describe, draw_shape, sample_rows
-    from ric.rundir import write_json
+    from ..rundir import write_json
+    from .shapes import describe, draw_shape, sample_rows
 
     settings = {**TRAINING, **overrides}
     start = time.time()
@@ -148,8 +148,8 @@ def train_shapes_clip(out: str | Path, seed: int = 0, progress: bool = True, **o
 
 def shapes_clip_path(seed: int = 0, progress: bool = True, steps: int | None = None, num_images: int | None = None):
     """The cached scorer of `seed` (and of a smaller training budget, when given), trained on first use."""
-    from ric.models import cache_dir
-    from ric.rundir import atomic_dir
+    from ..models import cache_dir
+    from ..rundir import atomic_dir
 
     budget = {k: v for k, v in (("steps", steps), ("num_images", num_images)) if v not in (None, TRAINING[k])}
     name = f"{CACHE_NAME}-seed{seed}" + "".join(f"-{k}{v}" for k, v in budget.items())

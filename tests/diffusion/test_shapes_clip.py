@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 
+import ric.diffusion  # noqa: F401  (registers shapes_clip)
+
 CONTRASTS = "recipes/diffusion/shapes_contrasts.jsonl"
 
 
 @pytest.fixture(scope="module")
 def scorer_dir(tmp_path_factory):
-    from reward_models.shapes_clip import train_shapes_clip
+    from ric.diffusion.shapes_clip import train_shapes_clip
 
     out = tmp_path_factory.mktemp("shapes_clip")
     stats = train_shapes_clip(out, seed=0, progress=False, num_images=1500, steps=150)
