@@ -23,6 +23,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
+APART = ROOT / "recipes/demo/data/apart_prompts.jsonl"
+
+
+def apart(out: Path, seed: int) -> dict:
+    """The run's adapter on questions written apart from the demo's data (other topics and phrasings): mean
+    positivity and word count at w = (1, 0) and (0, 1) and of the base model, the gap with a 95 % bootstrap
+    interval over questions."""
+    import numpy as np
+
+    from reward_models import get_reward
+    from ric.inference import RiCGenerator
+
+    questions = [json.loads(line)["prompt"] for line in APART.read_text().splitlines() if line.strip()]
+    generator = RiCGenerator.from_run(out)
+    answers = {"base": generator.generate_base(questions, seed=seed)}
+    generator.prepare_points()
+    for name, weights in (("w1_1", [1.0, 0.0]), ("w1_0", [0.0, 1.0])):
+        answers[name] = [r["response"] for r in generator.generate(questions, preference=weights, seed=seed)]
+    positivity = get_reward("positivity")
+    scores = {k: np.array(positivity(questions, v)) for k, v in answers.items()}
+    words = {k: np.array([len(a.split()) for a in v]) for k, v in answers.items()}
+    gap = scores["w1_1"] - scores["w1_0"]
+    rng = np.random.default_rng(seed)
+    draws = [gap[rng.integers(0, len(gap), len(gap))].mean() for _ in range(1000)]
+    return {
+        "questions": len(questions),
+        **{
+            k: {"positivity": round(float(scores[k].mean()), 4), "words": round(float(words[k].mean()), 2)}
+            for k in answers
+        },
+        "positivity_gap": round(float(gap.mean()), 4),
+        "positivity_gap_ci": [round(float(x), 4) for x in np.percentile(draws, [2.5, 97.5])],
+        "examples": {k: v[:3] for k, v in answers.items()},
+    }
 
 
 def run_seed(recipe: str, seed: int, out: Path, extra: list[str]) -> dict:
@@ -75,8 +109,18 @@ def summary(per_seed: list[dict]) -> dict:
         "per_seed": [
             {
                 k: r[k]
-                for k in ("seed", "wall_clock_seconds", "hypervolume", "hypervolume_base", "preference_following")
+                for k in (
+                    "seed",
+                    "wall_clock_seconds",
+                    "stage_seconds",
+                    "hypervolume",
+                    "hypervolume_base",
+                    "preference_following",
+                    "checks",
+                )
+                if k in r
             }
+            | ({"apart": {k: v for k, v in r["apart"].items() if k != "examples"}} if "apart" in r else {})
             for r in per_seed
         ],
     }
@@ -107,6 +151,14 @@ def main():
     for seed in [int(s) for s in a.seeds.split(",")]:
         out = ROOT / f"runs/{a.name}-seed{seed}"
         result = {**run_seed(a.recipe, seed, out, extra), "bundled_model_conversion_seconds": convert_seconds}
+        result["apart"] = apart(out, seed)
+        first, base = result["points"][-1]["mean"], result["base"]
+        result["checks"] = {
+            "following_at_least_0.85": all(v >= 0.85 for v in result["preference_following"].values()),
+            "hypervolume_over_base": round(result["hypervolume"] / result["hypervolume_base"], 3),
+            "positivity_at_w1_1_above_base": bool(base and first[result["rewards"][0]] > base[result["rewards"][0]]),
+            "apart_gap_at_least_0.3": result["apart"]["positivity_gap"] >= 0.3,
+        }
         (RESULTS / f"{a.name}_seed{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
         if not per_seed:
             shutil.copy(out / "eval/pareto.png", RESULTS / f"{a.name}_pareto.png")
