@@ -120,10 +120,10 @@ def main():
     path = Path(a.out)
     out = json.loads(path.read_text()) if path.exists() else {"images": None}
     if a.part in ("images", "all"):
-        measured = []
+        measured, pairs = [], labelled_pairs(a)
         for budget in a.budgets.split(","):
             steps, renders = (int(x) for x in budget.split("x"))
-            measured.append(calibrate_images(a, steps, renders))
+            measured.append(calibrate_images(a, steps, renders, pairs))
         # a saturated benchmark tells nothing: the reported one is the strongest scorer below 0.95 raw AUROC
         chosen = next((m for m in measured if m["raw"]["auroc"] < 0.95), measured[-1])
         out["images"] = {
@@ -182,7 +182,7 @@ def generate_labelled(folder, per_condition: int, seed_base: int = 0, pipe=None)
     from diffusers import StableDiffusionPipeline
     from tqdm.auto import tqdm
 
-    from ric.diffusion.shapes import COLOURS, SHAPES, SHAPES_PIPELINE, judge_image, read_image
+    from ric.diffusion.shapes import COLOURS, SHAPES, SHAPES_PIPELINE, judge, read_image
     from ric.diffusion.tiny import resolve_pipeline
 
     folder = Path(folder)
@@ -220,7 +220,7 @@ def generate_labelled(folder, per_condition: int, seed_base: int = 0, pipe=None)
                     "text": f"a {colour} {shape}",
                     "guidance": guidance,
                     "steps": steps,
-                    "label": judge_image(image, colour, shape),
+                    "label": judge(seen, colour, shape),
                     "seen_colour": seen["colour"],
                     "seen_shape": seen["shape"],
                     "why_unsure": seen["why"],
@@ -230,14 +230,13 @@ def generate_labelled(folder, per_condition: int, seed_base: int = 0, pipe=None)
     return rows
 
 
-def calibrate_images(a, steps: int, renders: int) -> dict:
+def labelled_pairs(a) -> tuple[list[dict], list[dict], list[str], list]:
+    """(every labelled row, the decided ones, and per decided image its caption and contrasts with the image
+    repeated alongside): generated and read once, scored by every scorer budget."""
     from PIL import Image
 
-    from reward_models import combine_probabilities, get_reward, textnorm_probabilities
     from reward_models.contrasts import check_contrast_file
-    from ric.diffusion.shapes_clip import TRAINING
 
-    default = (TRAINING["steps"], TRAINING["num_images"])
     rows = generate_labelled(Path(a.images_dir) / "calibration", a.per_condition)
     kept = [r for r in rows if r["label"] != "unsure"]
     contrasts = check_contrast_file(ROOT / "recipes/diffusion/shapes_contrasts.jsonl")
@@ -248,6 +247,15 @@ def calibrate_images(a, steps: int, renders: int) -> dict:
             picture = image.convert("RGB")
         prompts += [r["text"], *others]
         images += [picture] * (1 + len(others))
+    return rows, kept, prompts, images
+
+
+def calibrate_images(a, steps: int, renders: int, pairs) -> dict:
+    from reward_models import combine_probabilities, get_reward, textnorm_probabilities
+    from ric.diffusion.shapes_clip import TRAINING
+
+    default = (TRAINING["steps"], TRAINING["num_images"])
+    rows, kept, prompts, images = pairs
     width = 1 + a.contrasts
     scores = {
         seed: np.asarray(

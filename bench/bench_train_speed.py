@@ -38,12 +38,10 @@ VARIANTS = {
 
 
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"))
+    from ric.config import cpu_flags as all_flags
+
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+    return sorted(f for f in all_flags() if f in wanted)
 
 
 def matmul_peak(dtype: str, size: int = 2048, repeats: int = 8) -> float:
@@ -132,12 +130,14 @@ def main():
     if a.one:
         print("RESULT " + json.dumps(one_variant(Path(a.run), a.one, a.steps)))
         return
+    from ric.config import cpu_has_bf16
+
     flags = cpu_flags()
     peaks = {"float32": round(matmul_peak("float32"), 1), "bfloat16": round(matmul_peak("bfloat16"), 1)}
     print("matmul peak GFLOP/s", peaks, "flags", flags)
     rows = []
     for name in a.variants.split(","):
-        if VARIANTS[name].get("bf16") and not {"avx512_bf16", "amx_bf16"} & set(flags):
+        if VARIANTS[name].get("bf16") and not cpu_has_bf16():
             rows.append({"variant": name, "skipped": "the CPU has neither avx512_bf16 nor AMX"})
             continue
         cmd = [sys.executable, __file__, "--run", a.run, "--steps", str(a.steps), "--one", name]

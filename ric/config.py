@@ -263,15 +263,19 @@ class EvaluationConfig:
             )
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (avx512_bf16 or AMX): there bf16 autocast trains faster
-    than fp32; elsewhere PyTorch emulates it, slower."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (avx512_bf16 or AMX): there bf16 autocast trains faster
+    than fp32; elsewhere PyTorch emulates it, slower."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_device_defaults(config) -> None:

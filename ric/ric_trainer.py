@@ -100,20 +100,14 @@ class PromptGroupSampler:
 
 
 def truncate_rows(dataset, limit: int, mode: str = "keep_start"):
-    """Tokenized rows cut to `limit` tokens (every per-token column), as SFTTrainer's own truncation does:
-    the first tokens (`keep_start`) or the last (`keep_end`); a row left without a label to learn is dropped,
+    """Tokenized rows cut to `limit` tokens as SFTTrainer's own truncation cuts them (`input_ids` and `labels`,
+    the first tokens for `keep_start`, the last for `keep_end`); a row left without a label to learn is dropped,
     as there."""
-    per_token = ("input_ids", "labels", "completion_mask", "assistant_masks", "token_type_ids")
-    columns = [c for c in per_token if c in dataset.column_names]
     if max(len(ids) for ids in dataset["input_ids"]) <= limit:
         return dataset
     cut = slice(None, limit) if mode == "keep_start" else slice(-limit, None)
-    dataset = dataset.map(lambda row: {c: row[c][cut] for c in columns}, desc="truncating to max_length")
-    if "labels" in dataset.column_names:
-        return dataset.filter(lambda row: any(label != -100 for label in row["labels"]))
-    if "completion_mask" in dataset.column_names:
-        return dataset.filter(lambda row: sum(row["completion_mask"]) > 0)
-    return dataset
+    dataset = dataset.map(lambda row: {"input_ids": row["input_ids"][cut], "labels": row["labels"][cut]})
+    return dataset.filter(lambda row: any(label != -100 for label in row["labels"]))
 
 
 class RiCTrainer(SFTTrainer):

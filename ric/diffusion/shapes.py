@@ -129,7 +129,8 @@ def read_image(image) -> dict:
     else:
         out["shape"] = ranked[0]
     # colour: the median of the region's inner pixels, named by the nearest hue
-    inner = ndimage.binary_erosion(mask) if ndimage.binary_erosion(mask).sum() >= 8 else mask
+    eroded = ndimage.binary_erosion(mask)
+    inner = eroded if eroded.sum() >= 8 else mask
     hue, saturation, _ = colorsys.rgb_to_hsv(*(np.median(rgb[inner], axis=0) / 255.0))
     out["saturation"] = round(float(saturation), 3)
     if saturation < MIN_SATURATION:
@@ -148,7 +149,11 @@ def read_image(image) -> dict:
 def judge_image(image, colour: str, shape: str) -> str:
     """'match' when the image shows `colour` `shape`, 'mismatch' when it shows another colour or another shape,
     'unsure' when `read_image` cannot tell either way."""
-    seen = read_image(image)
+    return judge(read_image(image), colour, shape)
+
+
+def judge(seen: dict, colour: str, shape: str) -> str:
+    """`judge_image`'s verdict from a `read_image` reading already made."""
     if seen["colour"] not in (None, colour) or seen["shape"] not in (None, shape):
         return "mismatch"
     if seen["colour"] == colour and seen["shape"] == shape:
