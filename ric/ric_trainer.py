@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trl import SFTTrainer
 
-from .models import cast_adapter
+from .models import cast_adapter, labelled_positions_only
 from .report import plot_loss
 from .run_info import RunInfo, build_run_info
 from .rundir import atomic_dir, is_main_process, wait_for_everyone, write_json
@@ -213,7 +213,8 @@ def train_adapter(
     if last:
         logger.warning("resuming training from %s", last)
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
+    with labelled_positions_only():
+        result = trainer.train(resume_from_checkpoint=last)
     stats = {
         "train_seconds": round(time.time() - start, 1),
         "global_step": trainer.state.global_step,

@@ -256,3 +256,53 @@ def test_padding_free_keeps_the_batch_and_its_loss_and_no_row_sees_another(prepa
     assert cut_free["input_ids"] == cut_padded["input_ids"] and cut_free["labels"] == cut_padded["labels"]
     tiny = dataclasses.replace(grouped, max_length=8, padding_free=True)  # the prompt alone fills it: no row is left
     assert len(RiCTrainer(model, args=tiny, train_rows=train, processing_class=smol_tokenizer).train_dataset) == 0
+
+
+def test_the_lm_head_scores_only_labelled_positions_on_a_cpu_with_the_same_loss_and_gradients(
+    prepared, smol_tokenizer, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    import trl.trainer.utils as trl_utils
+
+    from ric.models import labelled_positions_only, load_causal_lm
+    from ric.ric_trainer import RiCTrainer
+
+    _, _, args, _, _ = prepared
+    train, _, _ = load_prepared(args.output_dir)
+    model = load_causal_lm(prepared[0].model_name_or_path, device="cpu")
+    trainer = RiCTrainer(
+        model,
+        args=dataclasses.replace(args, output_dir=str(tmp_path), report_to="none"),
+        train_rows=train,
+        processing_class=smol_tokenizer,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert 0 < labelled < batch["labels"][:, 1:].numel(), "prompt positions carry no label"
+
+    projected = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting(hidden, *rest):  # the real projection, counting the positions it is given
+        projected.append(hidden.shape[0])
+        return apply(hidden, *rest)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting)
+    decide = trl_utils._use_triton
+
+    def loss_and_grads():
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+        return loss.detach(), grads
+
+    every_loss, every_grads = loss_and_grads()
+    with labelled_positions_only():
+        only_loss, only_grads = loss_and_grads()
+    assert trl_utils._use_triton is decide, "TRL's own decision is back after the block"
+    assert projected == [batch["labels"][:, 1:].numel(), labelled], projected
+    assert torch.allclose(every_loss, only_loss, rtol=1e-5), (every_loss, only_loss)
+    assert len(only_grads) > 0
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(every_grads, only_grads))

@@ -105,7 +105,7 @@ def train_rl_policy(model_args, args, scorers, weights, dataset, tokenizer, outp
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer, RLOOConfig, RLOOTrainer, get_peft_config
 
-    from ..models import cast_adapter, load_base_for_training
+    from ..models import cast_adapter, labelled_positions_only, load_base_for_training
 
     counter: dict = {}
     reward_funcs = make_reward_functions(scorers, args.template, counter)
@@ -129,7 +129,8 @@ def train_rl_policy(model_args, args, scorers, weights, dataset, tokenizer, outp
     cast_adapter(trainer.model, model_args.adapter_dtype)  # GRPOTrainer casts a quantized base's adapter to bf16
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
     start = time.time()
-    trainer.train(resume_from_checkpoint=last)
+    with labelled_positions_only():
+        trainer.train(resume_from_checkpoint=last)
     stats = {
         "weights": list(weights),
         "train_seconds": round(time.time() - start, 1),

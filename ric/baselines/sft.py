@@ -82,7 +82,7 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer, get_peft_config
 
-    from ..models import cast_adapter, load_base_for_training, load_tokenizer
+    from ..models import cast_adapter, labelled_positions_only, load_base_for_training, load_tokenizer
     from ..report import plot_loss
     from ..ric_trainer import completion_text
     from ..score_tags import add_score_tags
@@ -112,7 +112,8 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
     cast_adapter(trainer.model, model_args.adapter_dtype)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
+    with labelled_positions_only():
+        result = trainer.train(resume_from_checkpoint=last)
     stats = {
         "global_step": trainer.state.global_step,
         "steps": trainer.state.global_step,
