@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pareto import hypervolume
+from .pareto import bootstrap_draws, bootstrap_front, hypervolume, interval
 from .rundir import COMPUTE, atomic_write_text, read_json, save_figure, write_json
 
 
@@ -38,7 +38,7 @@ def load_run(path: str | Path) -> dict:
     label = f"{result.get('method', 'ric')} ({run_dir.name}" + (
         f"/{eval_dir.name})" if eval_dir.name != "eval" else ")"
     )
-    return {"run_dir": str(run_dir), "label": label, "pareto": result, "compute": compute}
+    return {"run_dir": str(run_dir), "eval_dir": str(eval_dir), "label": label, "pareto": result, "compute": compute}
 
 
 def check_comparable(runs: list[dict]) -> None:
@@ -61,6 +61,26 @@ def check_comparable(runs: list[dict]) -> None:
             )
 
 
+def prompt_scores(run: dict) -> np.ndarray | None:
+    """(points, prompts, objectives): every point's raw rewards per evaluation prompt, read back from the
+    evaluation's CSVs (points/point_XX.csv, in prompt order); None when a CSV is missing (an evaluation
+    written before they were kept)."""
+    import csv
+
+    p = run["pareto"]
+    eval_dir = Path(run["eval_dir"])
+    scores = []
+    for point in p["points"]:
+        path = eval_dir / point.get("csv", "")
+        if not point.get("csv") or not path.exists():
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            scores.append([[float(row[f"obtained_{n}"]) for n in p["rewards"]] for row in csv.DictReader(f)])
+    if any(len(s) != p["num_prompts"] for s in scores):
+        return None
+    return np.array(scores)
+
+
 def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
     if len(run_dirs) < 1:
         raise ValueError("ric compare: give at least one run directory")
@@ -71,9 +91,15 @@ def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
     if len(ref) != len(names):
         raise ValueError(f"--reference: need {len(names)} values ({', '.join(names)})")
     rows = []
+    draws = bootstrap_draws(runs[0]["pareto"]["num_prompts"])  # the same resamples for every run: paired
     for run in runs:
         p = run["pareto"]
         means = np.array([[pt["mean"][n] for n in names] for pt in p["points"]])
+        scores = prompt_scores(run)
+        boot = None
+        if scores is not None:
+            boot = bootstrap_front(scores, [pt["preference"] for pt in p["points"]], ref, draws)
+        boot_following = boot["preference_following"] if boot is not None else None
         total = (run["compute"] or {}).get("total", {})
         following = p.get("preference_following") or {}
         valid = [v for v in following.values() if v is not None]
@@ -84,7 +110,11 @@ def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
                 "run_dir": run["run_dir"],
                 "points": len(p["points"]),
                 "hypervolume": hypervolume(means, ref),
+                "hypervolume_ci": interval(boot["hypervolume"]) if boot is not None else None,
                 "preference_following": following,
+                "following_ci": {n: interval(boot_following[:, j]) for j, n in enumerate(names)}
+                if boot_following is not None
+                else None,
                 "preference_following_mean": float(np.mean(valid)) if valid else None,
                 "wall_seconds": total.get("wall_seconds"),
                 "cpu_seconds": total.get("cpu_seconds"),
@@ -97,6 +127,7 @@ def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
         "rewards": names,
         "reference": ref,
         "num_prompts": runs[0]["pareto"]["num_prompts"],
+        "intervals": "95 % bootstrap over the evaluation prompts (1,000 resamples, the same for every run)",
         "runs": rows,
         "base": {"mean": base["mean"], "hypervolume": hypervolume([[base["mean"][n] for n in names]], ref)}
         if base
@@ -114,6 +145,10 @@ def _fmt(value, spec=".4g"):
     return "-" if value is None else format(value, spec)
 
 
+def _fmt_ci(pair, spec=".4g") -> str:
+    return "" if not pair else f" [{pair[0]:{spec}}, {pair[1]:{spec}}]"
+
+
 def to_markdown(result: dict) -> str:
     names = result["rewards"]
     head = (
@@ -123,8 +158,11 @@ def to_markdown(result: dict) -> str:
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["runs"]:
-        cells = [r["label"], str(r["points"]), _fmt(r["hypervolume"])]
-        cells += [_fmt(r["preference_following"].get(n), ".2f") for n in names]
+        cells = [r["label"], str(r["points"]), _fmt(r["hypervolume"]) + _fmt_ci(r.get("hypervolume_ci"))]
+        cells += [
+            _fmt(r["preference_following"].get(n), ".2f") + _fmt_ci((r.get("following_ci") or {}).get(n), ".2f")
+            for n in names
+        ]
         cells += [
             _fmt(r["wall_seconds"], ".0f"),
             _fmt(r["cpu_seconds"], ".0f"),
@@ -136,7 +174,7 @@ def to_markdown(result: dict) -> str:
         lines.append(f"\nBase model (no tuning): hypervolume {result['base']['hypervolume']:.4g}.")
     lines.append(
         f"\nHypervolume reference point ({', '.join(names)}): {result['reference']}; {result['num_prompts']} "
-        "evaluation prompts."
+        "evaluation prompts; in brackets, 95 % bootstrap intervals over those prompts."
     )
     return "\n".join(lines) + "\n"
 

@@ -100,3 +100,43 @@ def pearson_matrix(raw: np.ndarray) -> list[list[float | None]]:
     with np.errstate(invalid="ignore", divide="ignore"):
         matrix = np.corrcoef(raw.T)
     return [[float(v) if np.isfinite(v) else None for v in row] for row in matrix]
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_draws(num_prompts: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(resamples, num_prompts) prompt indices drawn with replacement: one row per bootstrap resample. Pass
+    the same draws to every front that answered the same prompts and their differences are paired."""
+    return np.random.default_rng(seed).integers(0, num_prompts, size=(resamples, num_prompts))
+
+
+def bootstrap_front(scores, weights, reference: Sequence[float], draws: np.ndarray) -> dict:
+    """The front's statistics recomputed on each resample of prompts.
+
+    `scores`: (points, prompts, objectives) raw rewards, every point answering the same prompts in the same
+    order; `weights`: (points, objectives) preferences; `draws`: `bootstrap_draws`. Each resample takes
+    the same prompts for every point, so the points' means move together as they would on another set of
+    questions. Returns {"hypervolume": (resamples,), "preference_following": (resamples, objectives) or
+    None (fewer than 3 points)}; `interval` turns either into a percentile interval."""
+    scores = np.asarray(scores, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if scores.ndim != 3 or scores.shape[1] != draws.shape[1]:
+        raise ValueError(f"scores: expected (points, {draws.shape[1]} prompts, objectives), got {scores.shape}")
+    means = scores[:, draws, :].mean(axis=2)  # (points, resamples, objectives)
+    hv = np.array([hypervolume(means[:, b], reference) for b in range(len(draws))])
+    following = None
+    if len(weights) > 2:
+        following = np.array([preference_following(weights, means[:, b]) for b in range(len(draws))])
+    return {"hypervolume": hv, "preference_following": following}
+
+
+def interval(values, level: float = 0.95) -> list[float] | None:
+    """The central `level` percentile interval of bootstrap values (NaN resamples left out), rounded to 4
+    decimals; None when no resample gave a value."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    tail = (1 - level) / 2 * 100
+    return [round(float(v), 4) for v in np.percentile(values, [tail, 100 - tail])]

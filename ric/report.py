@@ -27,7 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from .chunks import fingerprint, run_chunked
-from .pareto import hypervolume, pareto_front, pearson_matrix, preference_following
+from .pareto import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_draws,
+    bootstrap_front,
+    hypervolume,
+    interval,
+    pareto_front,
+    pearson_matrix,
+    preference_following,
+)
 from .rundir import atomic_write_csv, is_main_process, read_json, save_figure, wait_for_everyone, write_json
 from .scoring import score_chunked
 
@@ -242,6 +251,7 @@ def _summarise(spec: FrontSpec, rows, raw, base_rows, base_raw, generation: dict
     means = np.array([[p["mean"][n] for n in names] for p in points])
     weights = np.array([p["preference"] for p in points])
     following = preference_following(weights, means) if len(points) > 2 else None
+    intervals = _intervals(spec, rows, raw, base_rows, base_raw, weights, reference)
     return {
         "method": spec.method,
         "run_dir": str(spec.run_dir),
@@ -257,8 +267,36 @@ def _summarise(spec: FrontSpec, rows, raw, base_rows, base_raw, generation: dict
         "base": base,
         "hypervolume_base": hypervolume([[base["mean"][n] for n in names]], reference) if base else None,
         "preference_following": dict(zip(names, following)) if following is not None else None,
+        **intervals,
         "generation": {**spec.settings, **generation},
     }
+
+
+def _intervals(spec: FrontSpec, rows, raw, base_rows, base_raw, weights, reference) -> dict:
+    """95 % bootstrap intervals over the evaluation prompts for the hypervolume, preference-following and the
+    base model's hypervolume (the reference point fixed, the same resampled prompts for every point)."""
+    num_prompts, names = len(spec.prompts), spec.rewards
+    scores = np.zeros((len(spec.points), num_prompts, len(names)))
+    for row, values in zip(rows, raw):
+        scores[row["point"], row["i"] % num_prompts] = values  # items run point-major over the prompts
+    draws = bootstrap_draws(num_prompts)
+    boot = bootstrap_front(scores, weights, reference, draws)
+    following = boot["preference_following"]
+    result = {
+        "hypervolume_ci": interval(boot["hypervolume"]),
+        "preference_following_ci": dict(zip(names, (interval(following[:, j]) for j in range(len(names)))))
+        if following is not None
+        else None,
+    }
+    if base_rows:
+        base = np.zeros((1, num_prompts, len(names)))
+        for row, values in zip(base_rows, base_raw):
+            base[0, row["i"]] = values
+        result["hypervolume_base_ci"] = interval(
+            bootstrap_front(base, [[1.0] * len(names)], reference, draws)["hypervolume"]
+        )
+    result["bootstrap"] = {"resamples": BOOTSTRAP_RESAMPLES, "over": "evaluation prompts", "level": 0.95, "seed": 0}
+    return result
 
 
 def _csv_row(row: dict, raw_row, point: FrontPoint, normalized, i: int, spec: FrontSpec) -> dict:

@@ -60,3 +60,35 @@ def test_preference_following():
     rho = preference_following(w, obtained)
     assert rho[0] == pytest.approx(1.0)
     assert rho[1] > 0.9
+
+
+def test_bootstrap_resamples_prompts_jointly_and_its_interval_narrows_with_more_prompts():
+    from ric.pareto import bootstrap_draws, bootstrap_front, interval
+
+    weights = [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    centres = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+    ref = [0.0, 0.0]
+
+    # every prompt scores each point at its centre: every resample gives the same front
+    flat = np.repeat(centres[:, None, :], 10, axis=1)
+    boot = bootstrap_front(flat, weights, ref, bootstrap_draws(10, resamples=50))
+    assert interval(boot["hypervolume"]) == [6.0, 6.0]
+    assert boot["preference_following"].shape == (50, 2)
+
+    def widths(prompts):
+        rng = np.random.default_rng(1)
+        scores = centres[:, None, :] + rng.normal(0, 0.5, size=(3, prompts, 2))
+        draws = bootstrap_draws(prompts, resamples=400, seed=3)
+        boot = bootstrap_front(scores, weights, ref, draws)
+        # a resample is the means over the drawn prompts, the same ones for every point
+        first = scores[:, draws[0], :].mean(axis=1)
+        assert boot["hypervolume"][0] == pytest.approx(hypervolume(first, ref))
+        low, high = interval(boot["hypervolume"])
+        assert low < hypervolume(scores.mean(axis=1), ref) < high
+        return high - low
+
+    narrow, wide = widths(400), widths(25)
+    assert 2.5 < wide / narrow < 6.5  # about sqrt(16) = 4
+    assert interval([float("nan")]) is None
+    with pytest.raises(ValueError, match="prompts"):
+        bootstrap_front(flat, weights, ref, bootstrap_draws(9))
