@@ -281,6 +281,32 @@ class ComputeMeter:
         return False
 
 
+def charge_compute(run_dir: str | Path, name: str, source_dir: str | Path, stages=None) -> dict:
+    """Charge work another run did to this one, which starts from its output: compute.json gets a stage `name`
+    holding the source run's cost (of its stages named in `stages`, or of all but its evaluations) and
+    `charged_from`, and the total counts it. Rerunning replaces the entry. Returns the entry."""
+    source = read_compute(source_dir)
+    picked = {
+        k: v
+        for k, v in source["stages"].items()
+        if (k in stages if stages is not None else not k.startswith("evaluate"))
+    }
+    if stages is not None and set(stages) - set(picked):
+        raise RunFileError(
+            f"{Path(source_dir) / COMPUTE}: no stage {sorted(set(stages) - set(picked))} to charge; "
+            "finish that run first"
+        )
+    entry = {k: round(sum(s.get(k, 0) for s in picked.values()), 1) for k in COMPUTE_FIELDS}
+    entry.update(optimizer_steps=int(entry["optimizer_steps"]), generated_tokens=int(entry["generated_tokens"]))
+    entry.update(charged_from=str(source_dir), charged_stages=sorted(picked))
+    if is_main_process():
+        data = read_compute(run_dir)
+        data["stages"][name] = entry
+        data["total"] = {k: round(sum(s[k] for s in data["stages"].values()), 1) for k in COMPUTE_FIELDS}
+        write_json(Path(run_dir) / COMPUTE, data)
+    return entry
+
+
 def read_compute(run_dir: str | Path) -> dict:
     """compute.json of a run directory ({"stages": {}} when nothing was metered yet)."""
     path = Path(run_dir) / COMPUTE

@@ -177,6 +177,16 @@ class SFTDataConfig(DataConfig):
     """Where the SFT rows come from: a task builder's chosen responses, or prompt/response columns."""
 
     response_column: str = field(default="response", metadata={"help": "Column holding the response."})
+    rows_from_run: str | None = field(
+        default=None,
+        metadata={
+            "help": "A RiC run directory whose prepared rows (RUN/data/train: the responses its prepare stage "
+            "sampled) are the SFT rows, without score tags; a response the sampling budget cut trains without "
+            "the end token when that run's recipe has eos_after_budget_cut: false, as RiC trains it; that "
+            "run's prepare stage is charged to this run's compute. dataset_name / eval_dataset_name still give "
+            "the evaluation prompts."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep at most this many training rows; None keeps all."}
     )

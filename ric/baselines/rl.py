@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..generation import PolicyGenerator
 from ..run_info import build_run_info, load_run_info
-from ..rundir import atomic_dir, is_main_process, wait_for_everyone, write_json
+from ..rundir import COMPUTE, atomic_dir, charge_compute, is_main_process, wait_for_everyone, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,11 @@ def prepare_prompts(run_dir, model_args, data_args, args, method: str, meter=Non
         tokenizers += [s.tokenizer for s in scorers if getattr(s, "tokenizer", None) is not None]
     prompts, eval_prompts = load_prompts(data_args, tokenizers)
     run_dir = Path(run_dir)
+    summary = {"rows": len(prompts), "eval_prompts": len(eval_prompts)}
+    start = run_of_model(model_args.model_name_or_path)
+    if start is not None:  # the model this baseline starts from (an SFT run's merged/) cost compute too
+        charge_compute(run_dir, "reused:start", start)
+        summary["start"] = str(start)
     if is_main_process():
         atomic_save_dataset(datasets.Dataset.from_dict({"prompt": prompts}), run_dir / "data" / "train")
         atomic_save_dataset(datasets.Dataset.from_dict({"prompt": eval_prompts}), run_dir / "data" / "eval")
@@ -181,7 +186,17 @@ def prepare_prompts(run_dir, model_args, data_args, args, method: str, meter=Non
             policies=policy_table(method, args, names),
         ).save(run_dir)
     wait_for_everyone()
-    return {"rows": len(prompts), "eval_prompts": len(eval_prompts)}
+    return summary
+
+
+def run_of_model(model_name_or_path: str) -> Path | None:
+    """The ric run directory a local model folder was written by (RUN/merged of `method: sft`), when it has
+    a compute record; None for a hub id or any other folder."""
+    folder = Path(model_name_or_path)
+    run = folder.parent
+    if folder.is_dir() and (run / "ric_run.json").exists() and (run / COMPUTE).exists():
+        return run
+    return None
 
 
 def train_policy(run_dir, model_args, data_args, args, policy: dict, meter=None) -> dict:

@@ -21,11 +21,40 @@ from ..rundir import atomic_dir, atomic_save_dataset, is_main_process, wait_for_
 logger = logging.getLogger(__name__)
 
 
+def rows_of_run(run_dir) -> dict:
+    """{prompt, response, cut_by_budget}: the rows a RiC run's prepare stage wrote (RUN/data/train), with a
+    row cut by the sampling budget flagged only where that run trains such rows without the end token
+    (`eos_after_budget_cut: false` in its recipe.yaml), so that SFT applies RiC's rule to them."""
+    import datasets
+    import yaml
+
+    from ..recipe import RecipeError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "data" / "train").exists():
+        raise RecipeError(
+            f"rows_from_run: {run_dir} has no prepared rows (data/train); run `ric prepare` on its recipe first"
+        )
+    train = datasets.load_from_disk(str(run_dir / "data" / "train"))
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").exists() else {}
+    eos_after_cut = (recipe or {}).get("eos_after_budget_cut", True)
+    cut = list(train["cut_by_budget"]) if "cut_by_budget" in train.column_names else [False] * len(train)
+    return {
+        "prompt": list(train["prompt"]),
+        "response": list(train["response"]),
+        "cut_by_budget": [bool(c) and not eos_after_cut for c in cut],
+    }
+
+
 def sft_rows(data_args, tokenizers=()) -> tuple[dict, list[str]]:
-    """(rows {prompt, response}, evaluation prompts): a builder's chosen rows, or the data's columns."""
+    """(rows {prompt, response[, cut_by_budget]}, evaluation prompts): a RiC run's prepared rows
+    (`rows_from_run`), a builder's chosen rows, or the data's columns."""
     from ..data import builder_kwargs, load_prompt_tables, require_columns
 
-    if data_args.dataset_builder:
+    if data_args.rows_from_run:
+        _, eval_prompts = load_prompt_tables(data_args)
+        rows = rows_of_run(data_args.rows_from_run)
+    elif data_args.dataset_builder:
         from ..tasks import BUILDERS
 
         built, eval_prompts, _ = BUILDERS[data_args.dataset_builder](
@@ -71,7 +100,15 @@ def prepare_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
             model_args=model_args,
         ).save(run_dir)
     wait_for_everyone()
-    return {"rows": len(rows["prompt"]), "eval_prompts": len(eval_prompts)}
+    summary = {"rows": len(rows["prompt"]), "eval_prompts": len(eval_prompts)}
+    if data_args.rows_from_run:
+        from ..rundir import charge_compute
+
+        # the sampling that made these rows is this baseline's cost too, as it is RiC's
+        charge_compute(run_dir, "reused:prepare", data_args.rows_from_run, stages=["prepare"])
+        summary["rows_from_run"] = data_args.rows_from_run
+        summary["cut_without_end_token"] = sum(rows["cut_by_budget"])
+    return summary
 
 
 def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
@@ -84,8 +121,7 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
 
     from ..models import cast_adapter, labelled_positions_only, load_base_for_training, load_tokenizer
     from ..report import plot_loss
-    from ..ric_trainer import completion_text
-    from ..score_tags import add_score_tags
+    from ..ric_trainer import build_sft_dataset
 
     run_dir = Path(run_dir)
     if not (run_dir / "data" / "train").exists():
@@ -94,11 +130,14 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
     tokenizer = load_tokenizer(
         model_args.model_name_or_path, padding_side="right", trust_remote_code=args.trust_remote_code
     )
-    dataset = datasets.Dataset.from_dict(
-        {
-            "prompt": [add_score_tags(p, None, args.template, tokenizer, args.system_prompt) for p in rows["prompt"]],
-            "completion": [completion_text(r, args.template) for r in rows["response"]],
-        }
+    # no score tags (the scores are None); rows flagged cut_by_budget train without the end token
+    dataset = build_sft_dataset(
+        {**rows.to_dict(), "scores": [None] * len(rows)},
+        args.template,
+        tokenizer,
+        score_column="scores",
+        system_prompt=args.system_prompt,
+        eos_after_budget_cut=False,
     )
     checkpoints = run_dir / "checkpoints"
     sft_args = dataclasses.replace(args, output_dir=str(checkpoints), report_to=args.report_to or "none")

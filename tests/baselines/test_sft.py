@@ -15,22 +15,24 @@ def sft_recipe(tiny_model_dir, tmp_path, **changes) -> Path:
     """recipes/hh_rlhf/sft.yaml on the tiny model and the local HH-RLHF fixture."""
     sft = yaml.safe_load((ROOT / "recipes/hh_rlhf/sft.yaml").read_text())
     sft.update(
-        model_name_or_path=str(tiny_model_dir),
-        load_in_8bit=changes.pop("load_in_8bit", False),
-        dtype="float32",
-        dataset_name=str(ROOT / "tests/assets/hh_rlhf"),
-        rewards=["positivity", "conciseness"],
-        output_dir=str(tmp_path / "sft"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        lora_r=4,
-        lora_alpha=8,
-        max_completion_length=4,
-        sampling_batch_size=4,
-        save_steps=100,
-        max_length=256,
-        logging_steps=1,
-        eval_num_prompts=2,
+        dict(
+            model_name_or_path=str(tiny_model_dir),
+            load_in_8bit=changes.pop("load_in_8bit", False),
+            dtype="float32",
+            dataset_name=str(ROOT / "tests/assets/hh_rlhf"),
+            rewards=["positivity", "conciseness"],
+            output_dir=str(tmp_path / "sft"),
+            max_steps=2,
+            per_device_train_batch_size=4,
+            lora_r=4,
+            lora_alpha=8,
+            max_completion_length=4,
+            sampling_batch_size=4,
+            save_steps=100,
+            max_length=256,
+            logging_steps=1,
+            eval_num_prompts=2,
+        ),
         **changes,
     )
     path = tmp_path / "sft.yaml"
@@ -112,6 +114,14 @@ def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_p
     info = json.loads((tmp_path / "morlhf/ric_run.json").read_text())
     assert info["base_model"] == str(run / "merged") and len(info["policies"]) == 2
     assert Path(tmp_path / "morlhf/policies/w_0.00_1.00/adapter/adapter_model.safetensors").exists()
+    # the SFT run's work (not its evaluation) is charged to the baseline that starts from it
+    sft_compute = json.loads((run / "compute.json").read_text())["stages"]
+    charged = json.loads((tmp_path / "morlhf/compute.json").read_text())["stages"]["reused:start"]
+    assert charged["charged_from"] == str(run) and charged["charged_stages"] == ["prepare", "train"]
+    assert charged["cpu_seconds"] == round(
+        sft_compute["prepare"]["cpu_seconds"] + sft_compute["train"]["cpu_seconds"], 1
+    )
+    assert charged["optimizer_steps"] == sft_compute["train"]["optimizer_steps"] == 2
     # `ric export` writes the same model, with its serving notes (no score tags: an SFT model takes no preference)
     assert main(["export", str(run), str(tmp_path / "export"), "--preference", "0.5,0.5"]) == 2
     assert "one model for every preference" in capsys.readouterr().err
@@ -121,3 +131,64 @@ def test_sft_recipe_merges_and_an_rl_recipe_starts_from_it(tiny_model_dir, tmp_p
     assert torch.allclose(exported, merged, atol=1e-5)
     serving = json.loads((tmp_path / "export" / "ric_serving.json").read_text())
     assert serving["method"] == "sft" and "tags" not in serving and serving["point"] is None
+
+
+def test_sft_on_the_rows_a_ric_run_sampled_under_its_end_token_rule(tiny_model_dir, tmp_path):
+    """`rows_from_run`: the SFT rows are a RiC run's sampled rows without tags; a row the sampling budget cut
+    trains without the end token when that run does so; the run's sampling is charged to the SFT run."""
+    import datasets
+
+    from ric.baselines.sft import rows_of_run
+    from ric.models import load_tokenizer
+    from ric.ric_trainer import build_sft_dataset
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"How do I do task {i}?"}) + "\n" for i in range(6)))
+    ric = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset_name": str(prompts),
+        "eval_dataset_name": str(prompts),
+        "rewards": ["positivity", "conciseness"],
+        "template": "chat",
+        "num_responses_per_prompt": 2,
+        "max_completion_length": 5,
+        "sampling_batch_size": 6,
+        "eos_after_budget_cut": False,
+        "min_response_tokens": 1,
+        "output_dir": str(tmp_path / "ric"),
+    }
+    (tmp_path / "ric.yaml").write_text(yaml.safe_dump(ric))
+    assert main(["prepare", str(tmp_path / "ric.yaml")]) == 0
+    ric_rows = datasets.load_from_disk(str(tmp_path / "ric/data/train"))
+    assert any(ric_rows["cut_by_budget"]), "the random tiny model runs into the 5-token budget"
+
+    path = sft_recipe(
+        tiny_model_dir,
+        tmp_path,
+        dataset_name=str(prompts),
+        eval_dataset_name=str(prompts),
+        rows_from_run=str(tmp_path / "ric"),
+        dataset_builder=None,
+        template="chat",
+    )
+    assert main(["run", str(path)]) == 0
+    rows = datasets.load_from_disk(str(tmp_path / "sft/data/train"))
+    assert rows["prompt"] == ric_rows["prompt"] and rows["response"] == ric_rows["response"]
+    assert rows["cut_by_budget"] == ric_rows["cut_by_budget"]
+    ric_compute = json.loads((tmp_path / "ric/compute.json").read_text())["stages"]["prepare"]
+    stages = json.loads((tmp_path / "sft/compute.json").read_text())["stages"]
+    assert stages["reused:prepare"]["cpu_seconds"] == ric_compute["cpu_seconds"]
+    assert stages["reused:prepare"]["generated_tokens"] == ric_compute["generated_tokens"] > 0
+    assert (tmp_path / "sft/merged/config.json").exists()
+
+    # the rows as SFT trains them: no tags, a cut row ends without the end token, the others with it
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    built = build_sft_dataset(
+        {**rows.to_dict(), "scores": [None] * len(rows)}, "chat", tokenizer, "scores", eos_after_budget_cut=False
+    )
+    for cut, ids, prompt in zip(rows["cut_by_budget"], built["input_ids"], built["prompt"]):
+        assert "<rm" not in prompt
+        assert (ids[-1] == tokenizer.eos_token_id) is not cut
+    # under a RiC run that ends cut rows with the end token, SFT does too
+    (tmp_path / "ric/recipe.yaml").write_text(yaml.safe_dump({**ric, "eos_after_budget_cut": True}))
+    assert not any(rows_of_run(tmp_path / "ric")["cut_by_budget"])
