@@ -306,3 +306,20 @@ def test_the_lm_head_scores_only_labelled_positions_on_a_cpu_with_the_same_loss_
     assert torch.allclose(every_loss, only_loss, rtol=1e-5), (every_loss, only_loss)
     assert len(only_grads) > 0
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(every_grads, only_grads))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_paper_recipes_precision_switch_on_an_8bit_base(tiny_model_dir, dtype):
+    """The paper recipes load the 8-bit base's other modules in bf16 (`dtype: bfloat16`); `dtype: float32` keeps
+    them in fp32 as the paper's code had them. Every paper recipe names the switch."""
+    from ric.models import load_causal_lm
+    from tests.helpers import ROOT
+
+    model = load_causal_lm(str(tiny_model_dir), load_in_8bit=True, device="cpu", dtype=dtype)
+    int8 = {p.dtype for p in model.parameters() if p.dtype == torch.int8}
+    others = {p.dtype for p in model.parameters() if p.dtype != torch.int8}
+    assert int8 == {torch.int8} and others == {getattr(torch, dtype)}
+    for recipe in sorted((ROOT / "recipes").glob("*/*.yaml")):
+        text = recipe.read_text()
+        if "load_in_8bit: true" in text:
+            assert "dtype: float32 and bf16: false" in text, recipe

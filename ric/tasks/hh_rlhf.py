@@ -2,9 +2,11 @@
 
 Training: both the `chosen` and the `rejected` conversation of every train row are samples. The
 prompt is everything before the last "\\n\\nAssistant:", a space and that marker (the paper's code
-builds it so, and the reward models read it that way); the response is what follows. Evaluation:
-the prompt of every 4th test row, duplicates removed. Rows whose prompt + response is outside
-8..512 tokens under the policy tokenizer or any reward tokenizer are dropped and counted. Accepts
+builds it so, and the reward models read it that way); the response is what follows. Rows whose
+prompt + response is outside 8..512 tokens under the policy tokenizer or any reward tokenizer are
+dropped and counted. Evaluation: the prompt of every 4th test row whose chosen conversation is 8..512
+tokens under the same tokenizers (special tokens counted, as the paper's code counts them), duplicates
+removed. Accepts
 the hub id or a local file/folder in the same schema (columns `chosen`, `rejected`).
 """
 
@@ -28,9 +30,14 @@ def split_conversation(text: str) -> tuple[str, str] | None:
 
 def token_length_filter(pairs, tokenizers, min_tokens: int, max_tokens: int):
     """Keep (prompt, response) pairs whose prompt + response length is within the bounds under EVERY tokenizer."""
-    keep = [True] * len(pairs)
+    return within_lengths([p + r for p, r in pairs], tokenizers, min_tokens, max_tokens)
+
+
+def within_lengths(texts, tokenizers, min_tokens: int, max_tokens: int, add_special_tokens: bool = False):
+    """Whether each text's token count lies in [min_tokens, max_tokens] under EVERY tokenizer."""
+    keep = [True] * len(texts)
     for tok in tokenizers:
-        lengths = [len(ids) for ids in tok([p + r for p, r in pairs], add_special_tokens=False)["input_ids"]]
+        lengths = [len(ids) for ids in tok(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
         keep = [k and min_tokens <= n <= max_tokens for k, n in zip(keep, lengths)]
     return keep
 
@@ -65,10 +72,14 @@ def build_hh_rlhf(
     }
     test = load_table(name, test_split, config)
     require_columns(test, ["chosen"], name)
+    # the paper's code keeps an evaluation row when its whole chosen conversation, encoded with the special
+    # tokens, is 8..512 tokens long under the policy's and every reward model's tokenizer
+    chosen = [row["chosen"] for row in test.select(range(0, len(test), eval_every))]
+    fits = within_lengths(chosen, tokenizers, min_tokens, max_tokens, add_special_tokens=True)
     eval_prompts = []
-    for row in test.select(range(0, len(test), eval_every)):
-        split = split_conversation(row["chosen"])
-        if split is not None:
+    for text, ok in zip(chosen, fits):
+        split = split_conversation(text)
+        if split is not None and ok:
             eval_prompts.append(split[0])
     eval_prompts = list(dict.fromkeys(eval_prompts))
     counts = {
@@ -76,6 +87,7 @@ def build_hh_rlhf(
         "samples": len(pairs),
         "malformed": malformed,
         "dropped_by_length": len(pairs) - sum(keep),
+        "eval_dropped_by_length": len(fits) - sum(fits),
         "eval_prompts": len(eval_prompts),
     }
     return rows, eval_prompts, counts

@@ -2,9 +2,9 @@
 
 Posts of 100..1200 characters, newlines flattened. Training: both summaries of every comparison
 row are samples (prompt = the post, response = the summary; `source` says which one the labeller
-chose, which the SFT stage of the baselines keeps). Evaluation: validation posts,
-de-duplicated by post id, the first 2,000. Accepts the hub id or a local file/folder in the same
-schema (`info` with `id` and `post`, `summaries` as a list of {text}).
+chose, which the SFT stage of the baselines keeps). Evaluation: validation posts, one per post id,
+in sorted id order (the paper's code takes them so), the first 2,000. Accepts the hub id or a local
+file/folder in the same schema (`info` with `id` and `post`, `summaries` as a list of {text}).
 """
 
 from __future__ import annotations
@@ -48,16 +48,15 @@ def build_summarize_from_feedback(
             rows["source"].append("chosen" if k == row.get("choice") else "rejected")
     test = load_table(name, test_split, config)
     require_columns(test, ["info"], name)
-    seen, eval_prompts = set(), []
+    # the paper's code: one row per post id (its first), in sorted id order (numpy.unique), the first 2,000
+    first = {}
     for row in test:
         info = row["info"]
         post = info.get("post")
-        if info.get("id") in seen or not _post_ok(post, min_chars, max_chars):
+        if info.get("id") is None or info["id"] in first or not _post_ok(post, min_chars, max_chars):
             continue
-        seen.add(info.get("id"))
-        eval_prompts.append(flatten(post))
-        if len(eval_prompts) >= num_eval_posts:
-            break
+        first[info["id"]] = flatten(post)
+    eval_prompts = [first[i] for i in sorted(first)][:num_eval_posts]
     counts = {
         "train_rows": len(train),
         "posts_dropped_by_length": dropped,

@@ -45,6 +45,35 @@ def test_hh_rlhf_length_filter_uses_every_tokenizer(smol_tokenizer):
         assert 8 <= len(smol_tokenizer(p + r, add_special_tokens=False)["input_ids"]) <= 40
 
 
+def test_hh_rlhf_evaluation_prompts_keep_the_papers_length_filter(smol_tokenizer):
+    """Every 4th test row whose whole chosen conversation, special tokens counted, is 8..512 tokens under
+    every tokenizer (the paper's code); here with a bound that splits the fixture's evaluation rows."""
+    import json
+
+    chosen = [json.loads(line)["chosen"] for line in (ASSETS / "hh_rlhf/test.jsonl").read_text().splitlines()][::4]
+    lengths = [len(smol_tokenizer.encode(text)) for text in chosen]
+    bound = sorted(lengths)[1]  # keeps the two shortest
+    _, eval_prompts, counts = build_hh_rlhf(str(ASSETS / "hh_rlhf"), tokenizers=[smol_tokenizer], max_tokens=bound)
+    kept = [split_conversation(t)[0] for t, n in zip(chosen, lengths) if 8 <= n <= bound]
+    assert eval_prompts == kept and len(kept) == 2 and counts["eval_dropped_by_length"] == 1
+    # a reward tokenizer that counts more tokens drops rows the policy's would keep
+    _, none_kept, counts = build_hh_rlhf(
+        str(ASSETS / "hh_rlhf"), tokenizers=[smol_tokenizer, _Doubling(smol_tokenizer)], max_tokens=bound
+    )
+    assert len(none_kept) < 2 and counts["eval_dropped_by_length"] > 1
+
+
+class _Doubling:
+    """A tokenizer whose every text is twice as long as under `inner` (a reward model's longer tokenization)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, texts, add_special_tokens=False):
+        ids = self.inner(texts, add_special_tokens=add_special_tokens)["input_ids"]
+        return {"input_ids": [row + row for row in ids]}
+
+
 def test_summarize_builder():
     rows, eval_prompts, counts = build_summarize_from_feedback(
         str(ASSETS / "summarize_from_feedback"), config="comparisons"
@@ -62,6 +91,24 @@ def test_summarize_builder():
         str(ASSETS / "summarize_from_feedback"), config="comparisons", num_eval_posts=2
     )
     assert len(capped_eval) == 2
+
+
+def test_summary_evaluation_posts_come_in_the_papers_order(tmp_path):
+    """One post per id, in sorted id order (the paper's code: numpy.unique over the ids), then the cap."""
+    import json
+    import shutil
+
+    source = ASSETS / "summarize_from_feedback" / "comparisons"
+    (tmp_path / "comparisons").mkdir()
+    shutil.copy(source / "train.jsonl", tmp_path / "comparisons" / "train.jsonl")
+    rows = [json.loads(line) for line in (source / "validation.jsonl").read_text().splitlines()]
+    shuffled = [rows[k] for k in (6, 2, 7, 0, 4, 3, 1, 5, 8, 9)]  # ids 0103, 0101, 0103, 0100, 0102, ...
+    (tmp_path / "comparisons" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shuffled))
+    _, prompts, _ = build_summarize_from_feedback(str(tmp_path), config="comparisons")
+    by_id = {r["info"]["id"]: " ".join(r["info"]["post"].split()) for r in rows if len(r["info"]["post"]) >= 100}
+    assert prompts == [by_id[i] for i in sorted(by_id)] and len(prompts) == 4
+    _, capped, _ = build_summarize_from_feedback(str(tmp_path), config="comparisons", num_eval_posts=2)
+    assert capped == [by_id["t3_0100"], by_id["t3_0101"]]
 
 
 def test_schema_mismatch_names_the_missing_fields(tmp_path):
