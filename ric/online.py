@@ -213,8 +213,21 @@ def _load_online_policy(backend: str, info, adapter: Path, model_args, args, loa
                 trust_remote_code=args.trust_remote_code,
             ),
         }
-    model, tokenizer = load_policy(info, adapter, merge=True)
+    model, tokenizer = load_policy(info, adapter, merge=True, dtype=generation_dtype(args.online_generation_dtype))
     return {"model": model, "tokenizer": tokenizer}
+
+
+def generation_dtype(dtype: str | None) -> str | None:
+    """`online_generation_dtype` as this machine runs it: bfloat16 on a CPU without bf16 instructions (neither
+    avx512_bf16 nor AMX) would be emulated, slower than float32, so the run's dtype is kept (with a warning)."""
+    import torch
+
+    from .config import cpu_has_bf16
+
+    if dtype == "bfloat16" and not torch.cuda.is_available() and not cpu_has_bf16():
+        logger.warning("online_generation_dtype: this CPU has no bf16 instructions; generating in the run's dtype")
+        return None
+    return dtype
 
 
 def relabel(folder: Path, generated: list[dict], info, args, progress: bool = True):

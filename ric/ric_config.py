@@ -180,6 +180,14 @@ class RiCConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
     online_target_high: float | None = field(
         default=None, metadata={"help": "Explicit high end of the online goal range (overrides online_target_range)."}
     )
+    online_generation_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weight dtype the online iteration generates in (default: the run's dtype). On a CPU with bf16 "
+            "instructions bfloat16 decodes faster; the evaluation keeps the run's dtype.",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
+    )
     generation_chunk_size: int = field(
         default=256,
         metadata={"help": "Generations written per resumable chunk (sampling in prepare, online generation)."},
@@ -226,6 +234,10 @@ class RiCConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
             raise ValueError("online_target_low / online_target_high: give both or neither")
         if self.online_target_low is not None and self.online_target_low >= self.online_target_high:
             raise ValueError("online_target_low must be below online_target_high")
+        if self.online_generation_dtype is not None:
+            from .generation import check_inference_dtype
+
+            check_inference_dtype(self.online_generation_dtype, "online_generation_dtype")
         if self.output_dir is None:
             raise ValueError("output_dir: the run directory is required (e.g. output_dir: runs/demo)")
         super().__post_init__()

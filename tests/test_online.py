@@ -147,6 +147,30 @@ def test_one_full_online_iteration_on_a_tiny_model(tiny_recipe):
     assert again[0]["kept"] == stats["kept"]
 
 
+def test_online_generation_in_another_dtype_than_the_runs(tiny_recipe, tmp_path):
+    import torch
+    import yaml
+
+    from ric.generation import load_policy
+    from ric.online import _load_online_policy
+    from ric.run_info import load_run_info
+    from tests.helpers import parse_run_args
+
+    run = _trained_run(tiny_recipe, online_generation_dtype="bfloat16").run_dir
+    (model_args, _, args, _), _ = parse_run_args([], str(tiny_recipe))
+    info, _ = load_run_info(run)
+    policy = _load_online_policy("transformers", info, run / "adapter", model_args, args, load_policy)
+    weights = {p.dtype for n, p in policy["model"].named_parameters() if "lora_" not in n}  # LoRA merged in
+    assert weights == {torch.bfloat16}
+    assert info.model_kwargs.get("dtype") in (None, "auto", "float32"), "the run itself keeps its dtype"
+    [stats] = run_online(tiny_recipe)
+    assert stats["generated"] == 10 and stats["train"]["global_step"] == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(tiny_recipe.read_text()), "online_generation_dtype": "int4"}))
+    with pytest.raises((ValueError, SystemExit)):
+        parse_run_args([], str(bad))
+
+
 def test_online_resume_after_a_crash_gives_the_same_rows(tiny_recipe, tmp_path, monkeypatch):
     import json
     from pathlib import Path
