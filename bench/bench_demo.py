@@ -59,6 +59,36 @@ def apart(out: Path, seed: int) -> dict:
     }
 
 
+def upbeat_end(out: Path, seed: int) -> dict:
+    """The grid's w1 = 1 point against the base model on the same held-out questions: mean positivity of each,
+    their difference and its 95 % bootstrap interval over the questions (paired: the same questions)."""
+    import csv
+
+    import numpy as np
+
+    pareto = json.loads((out / "eval/pareto.json").read_text())
+    reward = pareto["rewards"][0]
+
+    def column(name):
+        with open(out / "eval" / name, newline="", encoding="utf-8") as f:
+            return np.array([float(row[f"obtained_{reward}"]) for row in csv.DictReader(f)])
+
+    end, base = column(pareto["points"][-1]["csv"]), column("base.csv")
+    gap = end - base
+    rng = np.random.default_rng(seed)
+    draws = [gap[rng.integers(0, len(gap), len(gap))].mean() for _ in range(1000)]
+    return {
+        "preference": pareto["points"][-1]["preference"],
+        reward: round(float(end.mean()), 4),
+        f"base_{reward}": round(float(base.mean()), 4),
+        "difference": round(float(gap.mean()), 4),
+        "difference_ci": [round(float(x), 4) for x in np.percentile(draws, [2.5, 97.5])],
+        "hypervolume_ci": pareto.get("hypervolume_ci"),
+        "hypervolume_base_ci": pareto.get("hypervolume_base_ci"),
+        "preference_following_ci": pareto.get("preference_following_ci"),
+    }
+
+
 def run_seed(recipe: str, seed: int, out: Path, extra: list[str]) -> dict:
     if out.exists():
         shutil.rmtree(out)
@@ -117,6 +147,7 @@ def summary(per_seed: list[dict]) -> dict:
                     "hypervolume_base",
                     "preference_following",
                     "checks",
+                    "upbeat_end",
                 )
                 if k in r
             }
@@ -138,6 +169,10 @@ def main():
     if a.summarize:
         seeds = [int(s) for s in a.seeds.split(",")]
         per_seed = [json.loads((RESULTS / f"{a.name}_seed{s}.json").read_text()) for s in seeds]
+        for s, result in zip(seeds, per_seed):  # intervals read back from the run directories, where they are kept
+            if (ROOT / f"runs/{a.name}-seed{s}/eval/base.csv").exists():
+                result["upbeat_end"] = upbeat_end(ROOT / f"runs/{a.name}-seed{s}", s)
+                (RESULTS / f"{a.name}_seed{s}.json").write_text(json.dumps(result, indent=2) + "\n")
         (RESULTS / f"{a.name}_seeds.json").write_text(json.dumps(summary(per_seed), indent=2) + "\n")
         print(json.dumps(summary(per_seed), indent=2))
         return
@@ -152,6 +187,7 @@ def main():
         out = ROOT / f"runs/{a.name}-seed{seed}"
         result = {**run_seed(a.recipe, seed, out, extra), "bundled_model_conversion_seconds": convert_seconds}
         result["apart"] = apart(out, seed)
+        result["upbeat_end"] = upbeat_end(out, seed)
         first, base = result["points"][-1]["mean"], result["base"]
         result["checks"] = {
             "following_at_least_0.85": all(v >= 0.85 for v in result["preference_following"].values()),

@@ -9,7 +9,10 @@ its own process, one after another:
 
 - padded: today's path (each batch padded to its longest row);
 - padding_free: the rows of a batch end to end, no padding, no attention across rows (TRL's padding_free);
-- padding_free_bf16: the same under bf16 autocast (only where the CPU has avx512_bf16 or AMX).
+- padding_free_bf16: the same under bf16 autocast (only where the CPU has avx512_bf16 or AMX);
+- padded_labelled, padding_free_bf16_labelled: padded fp32 and padding-free bf16 with the LM head projecting only the
+  positions that carry a label (what ric's trainers do); the four above project every position, as TRL does off
+  CUDA/XPU.
 
 For each: seconds per step (the first two steps left out: warm-up), real tokens per step (pads not
 counted), tokens/s, the mean loss of the steps, and LoRA training utilisation: 4 x parameters x tokens/s
@@ -29,11 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# "_all_positions": the LM head projects every position onto the vocabulary, as TRL's fused head does off
+# CUDA/XPU (ric's trainers project only the labelled ones: `ric.models.labelled_positions_only`)
 VARIANTS = {
-    "padded": {},
-    "padding_free": {"padding_free": True},
-    "padding_free_bf16": {"padding_free": True, "bf16": True, "use_cpu": True},
-    "padded_bf16": {"bf16": True, "use_cpu": True},
+    "padded": {"padding_free": False, "bf16": False, "_all_positions": True},
+    "padding_free": {"padding_free": True, "bf16": False, "_all_positions": True},
+    "padding_free_bf16": {"padding_free": True, "bf16": True, "use_cpu": True, "_all_positions": True},
+    "padded_bf16": {"padding_free": False, "bf16": True, "use_cpu": True, "_all_positions": True},
+    "padded_labelled": {"padding_free": False, "bf16": False},
+    "padding_free_bf16_labelled": {"padding_free": True, "bf16": True, "use_cpu": True},
 }
 
 
@@ -73,6 +80,13 @@ def one_variant(run: Path, name: str, steps: int) -> dict:
     from ric.prepare import load_prepared
     from ric.ric_trainer import train_adapter
 
+    spec = dict(VARIANTS[name])
+    if spec.pop("_all_positions", False):
+        import contextlib
+
+        import ric.ric_trainer
+
+        ric.ric_trainer.labelled_positions_only = contextlib.nullcontext  # TRL's own choice: every position
     model_args, _, args, _ = parse_run([], run / "recipe.yaml").configs
     train, _, _ = load_prepared(run)
     tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="right")
@@ -94,8 +108,8 @@ def one_variant(run: Path, name: str, steps: int) -> dict:
         "logging_steps": 1,
         # real tokens: the attention mask's sum when padded; every token when padding-free (no mask there, and
         # "non_padding" would then drop every token equal to the pad id, which is this tokenizer's <|im_end|>)
-        "include_num_input_tokens_seen": "all" if VARIANTS[name].get("padding_free") else "non_padding",
-        **VARIANTS[name],
+        "include_num_input_tokens_seen": "all" if spec.get("padding_free") else "non_padding",
+        **spec,
     }
     with tempfile.TemporaryDirectory() as out:
         args = dataclasses.replace(args, output_dir=out)
@@ -106,7 +120,8 @@ def one_variant(run: Path, name: str, steps: int) -> dict:
     seconds, counted = float(np.mean(times[2:])), float(np.mean(tokens[2:]))
     return {
         "variant": name,
-        "overrides": VARIANTS[name],
+        "overrides": spec,
+        "lm_head_positions": "all" if VARIANTS[name].get("_all_positions") else "labelled",
         "steps": steps,
         "seconds_per_step": round(seconds, 3),
         "seconds_per_step_each": [round(t, 3) for t in times],

@@ -251,7 +251,21 @@ class EvaluationConfig:
         },
     )
 
+    eval_prompts_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on the prompts of this file (.jsonl/.csv/.parquet, a `prompt` column; duplicates "
+            "dropped) instead of the run's own held-out prompts: a comparison's shared set "
+            "(recipes/demo/data/compare_prompts.jsonl)."
+        },
+    )
+
     def __post_init__(self):
+        if self.eval_prompts_file is not None and not Path(self.eval_prompts_file).is_file():
+            raise ValueError(
+                f"eval_prompts_file: {self.eval_prompts_file!r} is not a file; give a .jsonl/.csv/.parquet file of "
+                "prompts (a `prompt` column)"
+            )
         if self.eval_num_prompts is not None and self.eval_num_prompts < 1:
             raise ValueError(f"eval_num_prompts must be >= 1 or null, got {self.eval_num_prompts}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:

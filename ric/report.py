@@ -133,6 +133,12 @@ def evaluate_run(
     settings.update({flags[k]: v for k, v in (overrides or {}).items() if k in flags})
     if eval_args.eval_batch_size and "batch_size" in settings:
         settings["batch_size"] = eval_args.eval_batch_size
+    if prompts is None and eval_args.eval_prompts_file:
+        from .data import load_table, require_columns
+
+        table = load_table(eval_args.eval_prompts_file)
+        require_columns(table, ["prompt"], f"eval_prompts_file {eval_args.eval_prompts_file}")
+        prompts = list(dict.fromkeys(p for p in table["prompt"] if str(p).strip()))
     if prompts is None:
         import datasets
 

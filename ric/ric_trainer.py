@@ -110,7 +110,28 @@ def truncate_rows(dataset, limit: int, mode: str = "keep_start"):
     return dataset.filter(lambda row: any(label != -100 for label in row["labels"]))
 
 
-class RiCTrainer(SFTTrainer):
+class RowsSFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose recipe's max_length holds under `padding_free` too.
+
+    Padding-free (TRL's `padding_free`): the collator lays a batch's rows end to end as one sequence whose
+    position ids restart at every row; transformers reads the restarts as a block-diagonal causal mask, so no
+    token attends across rows, and the batch keeps its rows (the sampler is untouched). TRL refuses max_length
+    there (it only truncates when packing): the rows are truncated here instead, as it would."""
+
+    def __init__(self, model, args, train_dataset, **kwargs):
+        limit = args.max_length if args.padding_free and not args.packing else None
+        super().__init__(
+            model=model,
+            args=dataclasses.replace(args, max_length=None) if limit else args,
+            train_dataset=train_dataset,
+            **kwargs,
+        )
+        if limit:
+            self.args.max_length = limit
+            self.train_dataset = truncate_rows(self.train_dataset, limit, args.truncation_mode)
+
+
+class RiCTrainer(RowsSFTTrainer):
     """TRL's `SFTTrainer` on prepared RiC rows (prompt, response, normalized_scores[, cut_by_budget]).
 
     The rows are turned into prompt/completion pairs with every row's own scores as tags in its prompt
@@ -140,22 +161,14 @@ class RiCTrainer(SFTTrainer):
         self.sft_rows = build_sft_dataset(
             train_rows, args.template, processing_class, system_prompt=args.system_prompt, eos_after_budget_cut=eos
         )
-        # Padding-free (TRL's `padding_free`): the collator lays a batch's rows end to end as one sequence whose
-        # position ids restart at every row; transformers reads the restarts as a block-diagonal causal mask, so
-        # no token attends across rows, and the batch keeps its rows (the sampler is untouched). TRL refuses
-        # max_length there (it only truncates when packing): the rows are truncated here instead, as it would.
-        limit = args.max_length if args.padding_free and not args.packing else None
         super().__init__(
             model=model,
-            args=dataclasses.replace(args, max_length=None) if limit else args,
+            args=args,
             train_dataset=self.sft_rows,
             processing_class=processing_class,
             peft_config=peft_config,
             **kwargs,
         )
-        if limit:
-            self.args.max_length = limit
-            self.train_dataset = truncate_rows(self.train_dataset, limit, args.truncation_mode)
         # SFTTrainer casts the adapter of a quantized base to bf16; the optimizer does not exist yet
         cast_adapter(self.model, adapter_dtype)
 

@@ -116,6 +116,28 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
     assert one["num_prompts"] == 1 and one["base"] is None
     assert one["hypervolume_reference"] == [-1, 0] and one["hypervolume_reference_rule"] == "given"
 
+    # a comparison's own held-out set: its prompts (duplicates dropped), intervals over them
+    shared = run.parent / "shared_prompts.jsonl"
+    shared.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Why walk?", "Is tea good?", "Why walk?"]))
+    flags = [
+        "--eval_dir",
+        str(run / "eval_shared"),
+        "--eval_base_model",
+        "false",
+        "--hypervolume_reference",
+        "-1",
+        "0",
+    ]
+    assert main(["evaluate", str(run), "--eval_prompts_file", str(shared), *flags]) == 0
+    on_shared = json.loads((run / "eval_shared/pareto.json").read_text())
+    assert on_shared["num_prompts"] == 2 and len(on_shared["hypervolume_ci"]) == 2
+    assert on_shared["hypervolume_ci"][0] <= on_shared["hypervolume_ci"][1]
+    point = (run / "eval_shared/points/point_00.csv").read_text()
+    assert "Why walk?" in point and "Is tea good?" in point
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--eval_prompts_file", str(run / "missing.jsonl"), *flags]) == 2
+    assert "eval_prompts_file" in capsys.readouterr().err
+
     # a generation flag given to `ric evaluate` takes effect (and is recorded); a training flag is refused
     args = ["evaluate", str(run), "--eval_num_prompts", "1", "--eval_dir", str(run / "eval_t")]
     assert main([*args, "--temperature", "0.1", "--max_completion_length", "3"]) == 0

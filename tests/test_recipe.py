@@ -253,3 +253,19 @@ def test_paper_recipes_keep_the_official_settings(recipe):
 def test_demo_recipes_keep_their_cpu_choices():
     values = _parsed(ROOT / "recipes/demo/ric.yaml")
     assert values["trim_truncated"] is True and values["score_range"] == "quantiles"
+
+
+def test_the_comparison_questions_are_held_out_from_every_other_demo_file():
+    """recipes/demo/data/compare_prompts.jsonl: >= 100 questions, each once, none equal (case and punctuation
+    aside) to a question of the demo's training, evaluation or apart files."""
+    import json
+    import re
+
+    def questions(name):
+        lines = (ROOT / f"recipes/demo/data/{name}.jsonl").read_text().splitlines()
+        return [re.sub(r"[^a-z0-9 ]", "", json.loads(line)["prompt"].lower()).strip() for line in lines if line]
+
+    held_out = questions("compare_prompts")
+    assert len(held_out) >= 100 and len(set(held_out)) == len(held_out)
+    for other in ("train_prompts", "eval_prompts", "apart_prompts"):
+        assert not set(held_out) & set(questions(other)), other

@@ -117,11 +117,11 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
 
     import datasets
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
 
     from ..models import cast_adapter, labelled_positions_only, load_base_for_training, load_tokenizer
     from ..report import plot_loss
-    from ..ric_trainer import build_sft_dataset
+    from ..ric_trainer import RowsSFTTrainer, build_sft_dataset
 
     run_dir = Path(run_dir)
     if not (run_dir / "data" / "train").exists():
@@ -141,7 +141,7 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
     )
     checkpoints = run_dir / "checkpoints"
     sft_args = dataclasses.replace(args, output_dir=str(checkpoints), report_to=args.report_to or "none")
-    trainer = SFTTrainer(
+    trainer = RowsSFTTrainer(
         model=load_base_for_training(model_args, args.trust_remote_code),
         args=sft_args,
         train_dataset=dataset,

@@ -20,6 +20,7 @@ EVALUATION_KEYS = (
     "eval_batch_size",
     "eval_base_model",
     "hypervolume_reference",
+    "eval_prompts_file",
 )
 # MORLHF and SFT: the points are the trained policies, answered without score tags (no grid, no mapping).
 NOT_FOR_POLICIES = ("eval_grid_divisions", "eval_preference_method")

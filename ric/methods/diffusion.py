@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pipeline import Stage
-from .base import IMAGE_GENERATE_OPTIONS, IMAGE_GENERATION_KEYS, Method, Run, describe_train
+from .base import EVALUATION_KEYS, IMAGE_GENERATE_OPTIONS, IMAGE_GENERATION_KEYS, Method, Run, describe_train
 
 
 def config_classes():
@@ -51,6 +51,8 @@ METHOD = Method(
     evaluate,
     generator_class,
     IMAGE_GENERATION_KEYS,
+    # its captions are the recipe's caption set, not a prompts file
+    evaluation_keys=tuple(k for k in EVALUATION_KEYS if k != "eval_prompts_file"),
     makes_images=True,
     generate_options=IMAGE_GENERATE_OPTIONS,
     export=None,
