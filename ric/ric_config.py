@@ -183,8 +183,9 @@ class RiCConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
     online_generation_dtype: str | None = field(
         default=None,
         metadata={
-            "help": "Weight dtype the online iteration generates in (default: the run's dtype). On a CPU with bf16 "
-            "instructions bfloat16 decodes faster; the evaluation keeps the run's dtype.",
+            "help": "Weight dtype the online iteration generates in (default: the run's dtype; the evaluation keeps "
+            "the run's). bfloat16 decodes faster at small batches on a CPU with bf16 instructions, not at the "
+            "demo's batch of 128 (bench/results/generation_dtype.json).",
             "choices": ["auto", "float32", "bfloat16", "float16"],
         },
     )
