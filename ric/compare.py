@@ -81,6 +81,12 @@ def prompt_scores(run: dict) -> np.ndarray | None:
     return np.array(scores)
 
 
+def started_from(run: dict) -> str:
+    """The run a baseline started from (an SFT run, its compute charged as `reused:start`), else "base"."""
+    stages = (run["compute"] or {}).get("stages", {})
+    return (stages.get("reused:start") or {}).get("charged_from", "base")
+
+
 def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
     if len(run_dirs) < 1:
         raise ValueError("ric compare: give at least one run directory")
@@ -109,6 +115,7 @@ def compare(run_dirs, out: str | Path = "compare", reference=None) -> dict:
                 "method": p.get("method", "ric"),
                 "run_dir": run["run_dir"],
                 "points": len(p["points"]),
+                "start": started_from(run),
                 "hypervolume": hypervolume(means, ref),
                 "hypervolume_ci": interval(boot["hypervolume"]) if boot is not None else None,
                 "preference_following": following,

@@ -18,6 +18,7 @@ def _fake_run(
     base=None,
     per_prompt=None,
     num_prompts=4,
+    start=None,
 ):
     folder.mkdir(parents=True)
     pareto = {
@@ -41,7 +42,8 @@ def _fake_run(
             (folder / "eval" / point["csv"]).write_text("\n".join(lines) + "\n")
     (folder / "eval" / "pareto.json").write_text(json.dumps(pareto))
     if compute:
-        (folder / "compute.json").write_text(json.dumps({"total": compute}))
+        stages = {"reused:start": {**compute, "charged_from": start}} if start else {}
+        (folder / "compute.json").write_text(json.dumps({"total": compute, "stages": stages}))
     return folder
 
 
@@ -58,10 +60,12 @@ def test_compare_on_hand_made_runs(tmp_path, capsys):
         "morlhf",
         [([0, 1], [1, 2]), ([1, 0], [2, 1])],
         compute={"wall_seconds": 900, "cpu_seconds": 1700, "optimizer_steps": 100, "generated_tokens": 90000},
+        start="runs/demo-sft",
     )
     out = tmp_path / "cmp"
     assert main(["compare", str(ric_run), str(morlhf), "--out", str(out)]) == 0
     result = json.loads((out / "compare.json").read_text())
+    assert [r["start"] for r in result["runs"]] == ["base", "runs/demo-sft"]
     hv = {r["method"]: r["hypervolume"] for r in result["runs"]}
     # ric front (1,3),(2,2),(3,1) from (0,0): 3 + 2*1 + ... = 1*3 + 1*2 + 1*1 = 6; morlhf (1,2),(2,1): 3
     assert hv == {"ric": pytest.approx(6.0), "morlhf": pytest.approx(3.0)}
