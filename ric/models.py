@@ -209,9 +209,8 @@ def labelled_positions_only():
     vocabulary in tiles. On CUDA/XPU it projects only the positions whose next-token label is not -100; on any
     other device it projects every position, so that the tile shapes stay fixed for compilers (Neuron, XLA)
     that would recompile on each new shape. A CPU compiles nothing, and there the prompt positions' share of
-    the vocabulary projection is waste: on the demo's rows (about a third of the positions are completion) a
-    padding-free bf16 training step took 1.90 s instead of 2.53 s, with the same losses (bench/LOG.md). The decision is
-    `trl.trainer.utils._use_triton`, read on every forward, so the change holds for the `with` block only.
+    the vocabulary projection is waste (what it costs a demo step: bench/results/train_speed.json). The
+    decision is `trl.trainer.utils._use_triton`, read on every forward, so the change holds for the `with` block only.
     Under a TRL without that function this does nothing (and says so in the debug log)."""
     import trl.trainer.utils as trl_utils
 

@@ -37,11 +37,12 @@ def build_sft_dataset(
     rows,
     template: str,
     tokenizer,
-    score_column: str = "normalized_scores",
+    score_column: str | None = "normalized_scores",
     system_prompt: str | None = None,
     eos_after_budget_cut: bool = True,
 ):
-    """prompt/completion rows: the prompt carries the row's own (normalised) scores as tags.
+    """prompt/completion rows: the prompt carries the row's own (normalised) scores as tags (none with
+    `score_column=None`: the SFT baseline's rows).
 
     With `eos_after_budget_cut=False` and rows flagged `cut_by_budget`, the rows come tokenized the way
     `SFTTrainer` tokenizes prompt/completion text (`input_ids`, `completion_mask`, the end-of-sequence
@@ -50,9 +51,8 @@ def build_sft_dataset(
     import datasets
     from trl.data_utils import common_prefix_length
 
-    prompts = [
-        add_score_tags(p, s, template, tokenizer, system_prompt) for p, s in zip(rows["prompt"], rows[score_column])
-    ]
+    scores = rows[score_column] if score_column else [None] * len(rows["prompt"])
+    prompts = [add_score_tags(p, s, template, tokenizer, system_prompt) for p, s in zip(rows["prompt"], scores)]
     completions = [completion_text(r, template) for r in rows["response"]]
     columns = getattr(rows, "column_names", None) or list(rows)
     cut = list(rows["cut_by_budget"]) if "cut_by_budget" in columns else [False] * len(prompts)

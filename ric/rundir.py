@@ -272,13 +272,17 @@ class ComputeMeter:
             entry["parts"] = dict(self.parts)
         if earlier:
             entry["interrupted_runs"] = earlier["runs"]
-        data["stages"][self.stage] = entry
         if not data.get("interrupted"):
             data.pop("interrupted", None)
-        stages = data["stages"].values()
-        data["total"] = {k: round(sum(s[k] for s in stages), 1) for k in COMPUTE_FIELDS}
-        write_json(self.path, data)
+        record_stage(self.path.parent, data, self.stage, entry)
         return False
+
+
+def record_stage(run_dir: str | Path, data: dict, name: str, entry: dict) -> None:
+    """compute.json `data` with stage `name` set to `entry` and the total summed again, written to `run_dir`."""
+    data["stages"][name] = entry
+    data["total"] = {k: round(sum(s[k] for s in data["stages"].values()), 1) for k in COMPUTE_FIELDS}
+    write_json(Path(run_dir) / COMPUTE, data)
 
 
 def charge_compute(run_dir: str | Path, name: str, source_dir: str | Path, stages=None) -> dict:
@@ -300,10 +304,7 @@ def charge_compute(run_dir: str | Path, name: str, source_dir: str | Path, stage
     entry.update(optimizer_steps=int(entry["optimizer_steps"]), generated_tokens=int(entry["generated_tokens"]))
     entry.update(charged_from=str(source_dir), charged_stages=sorted(picked))
     if is_main_process():
-        data = read_compute(run_dir)
-        data["stages"][name] = entry
-        data["total"] = {k: round(sum(s[k] for s in data["stages"].values()), 1) for k in COMPUTE_FIELDS}
-        write_json(Path(run_dir) / COMPUTE, data)
+        record_stage(run_dir, read_compute(run_dir), name, entry)
     return entry
 
 

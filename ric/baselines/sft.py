@@ -130,14 +130,9 @@ def train_sft(run_dir, model_args, data_args, args, meter=None) -> dict:
     tokenizer = load_tokenizer(
         model_args.model_name_or_path, padding_side="right", trust_remote_code=args.trust_remote_code
     )
-    # no score tags (the scores are None); rows flagged cut_by_budget train without the end token
+    # no score tags; rows flagged cut_by_budget train without the end token
     dataset = build_sft_dataset(
-        {**rows.to_dict(), "scores": [None] * len(rows)},
-        args.template,
-        tokenizer,
-        score_column="scores",
-        system_prompt=args.system_prompt,
-        eos_after_budget_cut=False,
+        rows, args.template, tokenizer, score_column=None, system_prompt=args.system_prompt, eos_after_budget_cut=False
     )
     checkpoints = run_dir / "checkpoints"
     sft_args = dataclasses.replace(args, output_dir=str(checkpoints), report_to=args.report_to or "none")

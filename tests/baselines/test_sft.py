@@ -183,9 +183,7 @@ def test_sft_on_the_rows_a_ric_run_sampled_under_its_end_token_rule(tiny_model_d
 
     # the rows as SFT trains them: no tags, a cut row ends without the end token, the others with it
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    built = build_sft_dataset(
-        {**rows.to_dict(), "scores": [None] * len(rows)}, "chat", tokenizer, "scores", eos_after_budget_cut=False
-    )
+    built = build_sft_dataset(rows, "chat", tokenizer, score_column=None, eos_after_budget_cut=False)
     for cut, ids, prompt in zip(rows["cut_by_budget"], built["input_ids"], built["prompt"]):
         assert "<rm" not in prompt
         assert (ids[-1] == tokenizer.eos_token_id) is not cut
