@@ -1,12 +1,15 @@
-"""Batched sampling in float32 against bfloat16 weights: the online iteration's generation on this CPU.
+"""Batched sampling in float32 against bfloat16 weights, and at several batch sizes: the online
+iteration's generation on this CPU.
 
     python bench/bench_generation_dtype.py [--run runs/demo-seed0] [--prompts 256] [--repeats 2]
+    python bench/bench_generation_dtype.py --dtypes float32 --batch_sizes 32,64,128,256 \
+        --out bench/results/generation_batch.json
 
 The run's adapter merged into the bundled base, loaded once per dtype, answers the same `--prompts`
-training questions with score tags drawn as the online stage draws them (the recipe's batch size,
-temperature, top_p and max_completion_length); the two dtypes alternate `--repeats` times and each pass is
-timed. Reported: seconds per pass, tokens generated, tokens/s. Run it alone on the machine. Writes
-bench/results/generation_dtype.json.
+training questions with score tags drawn as the online stage draws them (the recipe's temperature, top_p
+and max_completion_length; its batch size unless `--batch_sizes` is given); the variants (dtype x batch
+size) alternate `--repeats` times and each pass is timed. Reported: seconds per pass, tokens generated,
+tokens/s. Run it alone on the machine. Writes --out (default bench/results/generation_dtype.json).
 """
 
 import argparse
@@ -24,6 +27,8 @@ def main():
     parser.add_argument("--run", default=str(ROOT / "runs/demo-seed0"))
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--batch_sizes", default="", help="comma-separated; default: the recipe's sampling_batch_size")
     parser.add_argument("--out", default=str(ROOT / "bench/results/generation_dtype.json"))
     a = parser.parse_args()
 
@@ -42,12 +47,14 @@ def main():
     questions = list(dict.fromkeys(questions))[: a.prompts]
     low, high = target_range(args, info)
     targets = sample_targets(len(questions), info.num_objectives, low, high, seed=0, method=args.online_goal_sampling)
-    policies = {
-        dtype: load_policy(info, run / "adapter", merge=True, dtype=dtype) for dtype in ("float32", "bfloat16")
-    }
+    dtypes = a.dtypes.split(",")
+    batch_sizes = [int(b) for b in a.batch_sizes.split(",") if b] or [args.sampling_batch_size]
+    policies = {dtype: load_policy(info, run / "adapter", merge=True, dtype=dtype) for dtype in dtypes}
+    variants = [(dtype, batch_size) for dtype in dtypes for batch_size in batch_sizes]
     passes = []
     for repeat in range(a.repeats):
-        for dtype, (model, tokenizer) in policies.items():
+        for dtype, batch_size in variants:
+            model, tokenizer = policies[dtype]
             texts = format_prompts(questions, info.template, tokenizer, [list(t) for t in targets], info.system_prompt)
             start = time.perf_counter()
             out = generate_batched(
@@ -57,7 +64,7 @@ def main():
                 max_new_tokens=args.max_completion_length,
                 temperature=args.temperature,
                 top_p=args.top_p,
-                batch_size=args.sampling_batch_size,
+                batch_size=batch_size,
                 seed=repeat,
                 template=info.template,
                 progress=False,
@@ -67,6 +74,7 @@ def main():
             passes.append(
                 {
                     "dtype": dtype,
+                    "batch_size": batch_size,
                     "repeat": repeat,
                     "seconds": round(seconds, 2),
                     "generated_tokens": out.generated_tokens,
@@ -74,19 +82,20 @@ def main():
                 }
             )
             print(passes[-1], flush=True)
-    summary = {
-        dtype: {
-            "seconds": [p["seconds"] for p in passes if p["dtype"] == dtype],
-            "tokens_per_second": [p["tokens_per_second"] for p in passes if p["dtype"] == dtype],
+    summary = {}
+    for dtype, batch_size in variants:
+        mine = [p for p in passes if (p["dtype"], p["batch_size"]) == (dtype, batch_size)]
+        name = dtype if len(batch_sizes) == 1 else f"{dtype}@{batch_size}"
+        summary[name] = {
+            "seconds": [p["seconds"] for p in mine],
+            "tokens_per_second": [p["tokens_per_second"] for p in mine],
         }
-        for dtype in policies
-    }
     result = {
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "cpu_bf16": sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()),
         "run": a.run,
         "prompts": len(questions),
-        "batch_size": args.sampling_batch_size,
+        "batch_sizes": batch_sizes,
         "max_new_tokens": args.max_completion_length,
         "passes": passes,
         "summary": summary,

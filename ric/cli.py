@@ -120,6 +120,12 @@ def cmd_evaluate(argv: list[str]) -> None:
         help="RiC runs: adapter folder to evaluate, or a trainer checkpoint of the run "
         "(RUN_DIR/checkpoints/offline/checkpoint-100); default: the run's latest",
     )
+    parser.add_argument(
+        "--step",
+        type=int,
+        help="MORLHF and Soups runs: every policy's trainer checkpoint of this step "
+        "(policies/<label>/checkpoints/checkpoint-STEP) instead of its final adapter",
+    )
     parser.add_argument("--eval_dir", help="where to write (default: RUN_DIR/eval; with --engine: eval-ENGINE-TYPE)")
     parser.add_argument("--dtype", help=DTYPE_HELP)
     parser.add_argument("--base", help=BASE_HELP)
@@ -149,6 +155,7 @@ def cmd_evaluate(argv: list[str]) -> None:
         dtype=known.dtype,
         base=known.base,
         engine=engine,
+        step=known.step,
         outtype=known.outtype if engine else None,
     )
     print_eval(run_stage(known.run_dir, stage).summary, eval_dir)

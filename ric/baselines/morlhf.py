@@ -34,6 +34,7 @@ class MORLHFGenerator(BaselineGenerator):
         self.model.set_adapter(adapter_name(key))
 
 
-def evaluate(run, eval_dir=None, overrides=None, progress: bool = True) -> dict:
-    """MORLHF's front: every trained policy at its own preference point."""
-    return evaluate_baseline(run, MORLHFGenerator, eval_dir, overrides, progress)
+def evaluate(run, eval_dir=None, overrides=None, progress: bool = True, step: int | None = None) -> dict:
+    """MORLHF's front: every trained policy at its own preference point (at trainer step `step`: each
+    policy's checkpoint of that step)."""
+    return evaluate_baseline(run, MORLHFGenerator, eval_dir, overrides, progress, step=step)

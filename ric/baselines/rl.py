@@ -228,38 +228,58 @@ class BaselineGenerator(PolicyGenerator):
     """The base model with every trained policy of a baseline run loaded as a named LoRA adapter."""
 
     @classmethod
-    def from_run(cls, run_dir, device: str | None = None):
+    def from_run(cls, run_dir, device: str | None = None, step: int | None = None):
+        """Every policy's final adapter, or with `step` its trainer checkpoint of that step."""
         from peft import PeftModel
 
         from ..generation import load_policy
 
         info, folder = load_run_info(run_dir)
-        missing = [
-            p["label"] for p in info.policies or [] if not (folder / p["adapter"] / "adapter_config.json").exists()
-        ]
-        if not info.policies or missing:
-            raise FileNotFoundError(
-                f"{folder}: policies {missing or '(none)'} are not trained yet; run `ric train` first"
-            )
+        adapters = policy_adapters(folder, info.policies or [], step)
         model, tokenizer = load_policy(info, None, device)
         first, *rest = info.policies
-        model = PeftModel.from_pretrained(
-            model, str(folder / first["adapter"]), adapter_name=adapter_name(first["label"])
-        )
-        for policy in rest:
-            model.load_adapter(str(folder / policy["adapter"]), adapter_name=adapter_name(policy["label"]))
+        model = PeftModel.from_pretrained(model, str(adapters[0]), adapter_name=adapter_name(first["label"]))
+        for policy, adapter in zip(rest, adapters[1:]):
+            model.load_adapter(str(adapter), adapter_name=adapter_name(policy["label"]))
         model.eval()
         return cls(model, tokenizer, info)
 
 
-def evaluate_baseline(run, generator_cls, eval_dir=None, overrides: dict | None = None, progress: bool = True) -> dict:
+def policy_adapters(folder: Path, policies: list[dict], step: int | None = None) -> list[Path]:
+    """Each policy's adapter folder: its final adapter, or with `step` its trainer checkpoint of that step
+    (policies/<label>/checkpoints/checkpoint-<step>, kept every `save_steps`). Missing ones are refused
+    with what there is."""
+    if not policies:
+        raise FileNotFoundError(f"{folder}: no policies are trained yet; run `ric train` first")
+    if step is None:
+        paths = [folder / p["adapter"] for p in policies]
+        missing = [p["label"] for p, path in zip(policies, paths) if not (path / "adapter_config.json").exists()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: policies {missing} are not trained yet; run `ric train` first")
+        return paths
+    paths = [folder / "policies" / p["label"] / "checkpoints" / f"checkpoint-{step}" for p in policies]
+    for policy, path in zip(policies, paths):
+        if not (path / "adapter_config.json").exists():
+            kept = sorted(int(c.name.split("-")[1]) for c in path.parent.glob("checkpoint-*") if c.is_dir())
+            raise FileNotFoundError(
+                f"--step {step}: policy {policy['label']} has no checkpoint of that step (kept: {kept or 'none'}; "
+                "the trainer keeps one every save_steps)"
+            )
+    return paths
+
+
+def evaluate_baseline(
+    run, generator_cls, eval_dir=None, overrides: dict | None = None, progress: bool = True, step: int | None = None
+) -> dict:
     """Every point of a baseline's front (MORLHF: its policies; Soups: the preference grid) through the
-    shared evaluation, answered by `generator_cls.from_run(run_dir)`."""
+    shared evaluation, answered by `generator_cls.from_run(run_dir)` (with `step`: the policies'
+    checkpoints of that trainer step)."""
     from ..generation import GENERATION_FLAGS, PolicyFront
     from ..preference import preference_grid
     from ..report import FrontPoint, evaluate_run
 
-    info, _ = load_run_info(run.run_dir)
+    info, folder = load_run_info(run.run_dir)
+    policy_adapters(folder, info.policies or [], step)  # refused before any model loads
     if run.method == "soups":
         grid = preference_grid(len(info.rewards), run.evaluation.eval_grid_divisions)
         points = [FrontPoint(preference=list(w)) for w in grid]
@@ -270,11 +290,15 @@ def evaluate_baseline(run, generator_cls, eval_dir=None, overrides: dict | None 
         info,
         points,
         lambda settings: PolicyFront(
-            lambda: generator_cls.from_run(run.run_dir), points, settings, identity={"policies": info.policies}
+            lambda: generator_cls.from_run(run.run_dir, step=step),
+            points,
+            settings,
+            identity={"policies": info.policies} if step is None else {"policies": info.policies, "step": step},
         ),
         flags=GENERATION_FLAGS,
         eval_dir=eval_dir,
         overrides=overrides,
         progress=progress,
         label="MORLHF, one adapter per point" if run.method == "morlhf" else "Rewarded Soups, mixed adapters",
+        extra=None if step is None else {"step": step},
     )

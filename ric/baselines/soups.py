@@ -74,6 +74,7 @@ class SoupsGenerator(BaselineGenerator):
         self.model.set_adapter(self.mixes[key])
 
 
-def evaluate(run, eval_dir=None, overrides=None, progress: bool = True) -> dict:
-    """Soups' front: the preference grid, each point answered by its mix."""
-    return evaluate_baseline(run, SoupsGenerator, eval_dir, overrides, progress)
+def evaluate(run, eval_dir=None, overrides=None, progress: bool = True, step: int | None = None) -> dict:
+    """Soups' front: the preference grid, each point answered by its mix (at trainer step `step`: of the
+    policies' checkpoints of that step)."""
+    return evaluate_baseline(run, SoupsGenerator, eval_dir, overrides, progress, step=step)

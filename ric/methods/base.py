@@ -33,8 +33,9 @@ IMAGE_GENERATE_OPTIONS = ("num_inference_steps", "guidance_scale")
 GENERATE_FLAGS = TEXT_GENERATE_OPTIONS + IMAGE_GENERATE_OPTIONS
 # options a method may take in `ric evaluate` / `generate` / `serve`: an adapter folder or trainer checkpoint
 # of the run, a weight dtype to answer in, another base model with the same vocabulary (PRT), an inference
-# engine that answers from the run's export (`ric evaluate --engine llama.cpp`)
-OPTIONS = ("adapter", "dtype", "base", "engine")
+# engine that answers from the run's export (`ric evaluate --engine llama.cpp`), a trainer step whose
+# checkpoints answer for every policy of a baseline run (`ric evaluate --step 60`)
+OPTIONS = ("adapter", "dtype", "base", "engine", "step")
 NO_SCORE_TAGS = "a {} run writes no score tags, so there is no preference -> target mapping"
 
 
@@ -92,7 +93,7 @@ class Method:
         from . import METHODS
 
         for option in OPTIONS:
-            if given.get(option) and option not in self.options:
+            if given.get(option) is not None and option not in self.options:
                 holders = " and ".join(m.name for m in METHODS.values() if option in m.options)
                 raise RecipeError(
                     f"--{option}: applies to {holders} runs only; this is a {self.name} run (remove --{option})"

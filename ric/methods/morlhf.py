@@ -48,10 +48,10 @@ def rl_stages(run: Run) -> list[Stage]:
     return stages
 
 
-def evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True) -> dict:
+def evaluate(run: Run, eval_dir=None, overrides=None, progress: bool = True, step: int | None = None) -> dict:
     from ..baselines.morlhf import evaluate
 
-    return evaluate(run, eval_dir, overrides, progress)
+    return evaluate(run, eval_dir, overrides, progress, step=step)
 
 
 def generator_class():
@@ -72,6 +72,7 @@ METHOD = Method(
     points="its points are the trained policies, one per preference of the recipe, not a grid (change "
     "`preferences` or `num_preference_points` in the recipe and train again)",
     takes_targets=False,
+    options=("step",),
     upstream="policy",
     export="policy",
 )

@@ -226,3 +226,33 @@ def test_rollouts_have_their_own_sampling_and_every_demo_method_evaluates_alike(
         info = build_run_info(name, model_args.model_name_or_path, method_args, ["positivity", "conciseness"])
         evaluation[name] = {k: v for k, v in info.generation.items() if k != "batch_size"}
     assert len(evaluation) >= 4 and all(v == evaluation["ric"] for v in evaluation.values()), evaluation
+
+
+def test_evaluate_a_baseline_at_a_trainer_step(rl_recipe, capsys):
+    """`ric evaluate --step N`: every policy answers from its checkpoint of step N (the points of a
+    learning curve); a step without checkpoints is refused with the steps kept, and RiC runs refuse it."""
+    recipe = yaml.safe_load(rl_recipe.read_text())
+    recipe.update(save_steps=1, save_total_limit=10, preferences=["0.5,0.5"])
+    rl_recipe.write_text(yaml.safe_dump(recipe))
+    assert main(["prepare", str(rl_recipe)]) == 0 and main(["train", str(rl_recipe)]) == 0
+    run = Path(recipe["output_dir"])
+    kept = run / "policies/w_0.50_0.50/checkpoints"
+    assert sorted(p.name for p in kept.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    first = kept / "checkpoint-1/adapter_model.safetensors"
+    assert first.read_bytes() != (run / "policies/w_0.50_0.50/adapter/adapter_model.safetensors").read_bytes()
+    fronts = {}
+    for step in (1, 2):
+        assert main(["evaluate", str(run), "--step", str(step), "--eval_dir", str(run / f"eval_step_{step}")]) == 0
+        fronts[step] = json.loads((run / f"eval_step_{step}/pareto.json").read_text())
+        assert fronts[step]["step"] == step and fronts[step]["num_prompts"] == 2
+    gen = {step: sorted((run / f"eval_step_{step}/gen").glob("points-*")) for step in fronts}
+    assert gen[1][0].name != gen[2][0].name, "another step is another fingerprint: nothing reused"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--step", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--step 5" in err and "kept: [1, 2]" in err
+    from ric.methods import METHODS
+    from ric.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="--step: applies to morlhf and soups runs only"):
+        METHODS["ric"].check_options({"step": 1})
