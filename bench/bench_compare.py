@@ -1,292 +1,658 @@
-"""RiC against MORLHF and Rewarded Soups on the demo task, from scratch, in one run on one machine.
+"""RiC against MORLHF and Rewarded Soups on the demo task: the baselines from SFT on RiC's rows, trained
+until they stop improving, every figure with a 95 % bootstrap interval. Resumable: stopped anywhere, the
+same command continues where it stopped (every piece is a `ric` run directory or evaluation that skips
+what is finished).
 
-    python bench/bench_compare.py [--out bench/results] [--online 2]
+    python bench/bench_compare.py [--out bench/results] [--hours 8] [--ric_seeds 0,1] [--morlhf_seeds 0,1]
+    python bench/bench_compare.py --summarize      (the report from what is finished, nothing run)
 
-Trains and evaluates, each from an empty run directory, on the same training prompts, the same 40
-held-out prompts, the same rewards (positivity, conciseness) and generation settings:
+The plan, in order (each step runs under runs/compare/):
 
-- RiC (`recipes/demo/ric.yaml`): offline, then 1 and 2 online iterations (each adapter evaluated);
-- MORLHF (`recipes/demo/morlhf.yaml`): one GRPO policy per preference point (5 points);
-- Rewarded Soups (`recipes/demo/soups.yaml`): one GRPO policy per reward, mixed per grid point.
+1. RiC, seed 0: `recipes/demo/ric.yaml` (prepare, 150 offline steps kept every --ric_save_steps,
+   one online iteration); every offline checkpoint, the offline adapter and the online one evaluated.
+2. SFT on that run's sampled rows (`recipes/demo/sft.yaml --rows_from_run`): where both baselines start.
+3. Learning-rate sweep (reported, not charged): MORLHF's middle point (0.5, 0.5) for --sweep_steps steps
+   at each of --sweep_lrs; the rate with the highest held-out hypervolume trains both baselines.
+4. MORLHF (5 points) and Rewarded Soups (one policy per reward) from the SFT model at that rate, constant
+   schedule (the paper's PPO has none), evaluated at --curve_steps (every policy's checkpoint of the step:
+   `ric evaluate --step`). When any policy's hypervolume still moved by >= --plateau over the last doubling
+   of steps, its run is trained on to twice the steps (the trainer resumes from its last checkpoint; the
+   earlier training's compute is kept), up to --max_steps. Soups' final grid (11 points) at the last step.
+5. RiC, the other seeds; MORLHF, the other seeds at the final budget (cut first when --hours runs out).
 
-Every stage's wall-clock and CPU seconds come from the runs' compute.json (sampling, scoring,
-training, evaluation). All hypervolumes use one reference point (RiC's evaluation: the base model's
-mean - 3 std on the held-out prompts, the same answers for every method). Writes compare.json,
-compare.md and compare.png (the fronts; hypervolume against CPU seconds, MORLHF after 1, 2, ..., k
-points) into --out, with the compute at which each method first reaches MORLHF's final
-hypervolume. Run it alone on the machine.
+Every evaluation answers the 111 questions of recipes/demo/data/compare_prompts.jsonl (in no training
+data) with the demo's generation settings. One reference point for every front, seed and resample: the
+bundled base model's mean - 3 std on those questions (from RiC's evaluation). Intervals: 1,000 resamples
+of the questions, the same resamples for every front (paired). Compute is training compute (sampling,
+scoring, training; the SFT and RiC's sampling charged to the baselines), evaluations left out: CPU and
+wall seconds from the runs' compute.json, a checkpoint charged its share of its stage by steps.
+
+Writes compare.json, compare.md and compare.png into --out: rows (each with `start`, `hypervolume_ci`,
+`following_ci`), `num_prompts`, `seeds`, `curves`, `lr_sweep`, and for each baseline's final front the
+compute at which each RiC seed first reaches its hypervolume, with the range of that crossing over the
+resamples. Run it alone on the machine.
 """
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs"
+RUNS = ROOT / "runs" / "compare"
+PROMPTS = "recipes/demo/data/compare_prompts.jsonl"
+STATE = RUNS / "bench_state.json"
 
 
 def ric(*args: str) -> None:
+    print("$ ric " + " ".join(args), flush=True)
     subprocess.run([sys.executable, "-m", "ric", *args], check=True, cwd=ROOT)
 
 
-def compute(run_dir: Path) -> dict:
-    return json.loads((run_dir / "compute.json").read_text())["stages"]
+def read(path: Path):
+    return json.loads(path.read_text())
 
 
-def cost(stages: dict, names) -> dict:
-    """Wall and CPU seconds, optimizer steps and generated tokens of the named stages, summed."""
-    keys = ("wall_seconds", "cpu_seconds", "optimizer_steps", "generated_tokens")
-    return {k: round(sum(stages[n][k] for n in names), 1) for k in keys}
+def state() -> dict:
+    return read(STATE) if STATE.exists() else {"wall_seconds": 0.0, "steps": {}}
 
 
-def scaled(entry: dict, factor: float) -> dict:
-    return {k: round(v * factor, 1) for k, v in entry.items()}
+def save_state(data: dict) -> None:
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = STATE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(STATE)
 
 
-def add(*entries: dict) -> dict:
-    return {k: round(sum(e[k] for e in entries), 1) for k in entries[0]}
+class OutOfTime(Exception):
+    pass
 
 
-def offline_checkpoints(run_dir: Path) -> list[int]:
-    """The steps of the offline trainer checkpoints kept before its last step."""
-    last = json.loads((run_dir / "train_stats.json").read_text())["global_step"]
-    found = [int(p.name.split("-")[1]) for p in (run_dir / "checkpoints/offline").glob("checkpoint-*")]
-    return sorted(s for s in found if s < last)
+def once(name: str, hours: float, fn, *args):
+    """Run one plan step, once: its result and wall seconds are recorded in bench_state.json, and a finished
+    step returns its recorded result. No step starts once the bench's whole wall time has reached --hours."""
+    data = state()
+    if name in data["steps"]:
+        return data["steps"][name].get("result")
+    if data["wall_seconds"] >= hours * 3600:
+        raise OutOfTime(name)
+    start = time.time()
+    result = fn(*args)
+    data = state()
+    spent = round(time.time() - start, 1)
+    data["wall_seconds"] = round(data["wall_seconds"] + spent, 1)
+    data["steps"][name] = {"wall_seconds": spent, "result": result}
+    save_state(data)
+    return result
 
 
-def evaluate_once(keep: bool, run_dir: Path, adapter: Path, name: str) -> None:
-    """`ric evaluate` of one adapter into RUN_DIR/name; with --keep a finished one is not evaluated again
-    (the command would load the model again and meter that too)."""
-    if keep and (run_dir / name / "pareto.json").exists():
-        return
-    ric("evaluate", str(run_dir), "--adapter", str(adapter), "--eval_dir", str(run_dir / name))
+def evaluate(run_dir: Path, name: str, *flags: str) -> Path:
+    """`ric evaluate` on the comparison questions into RUN_DIR/name (skipped when finished). The base model
+    answers once, in the first RiC evaluation (it fixes the reference); the others reuse its reference."""
+    if not (run_dir / name / "pareto.json").exists():
+        fixed = RUNS / "ric-s0" / "cmp_offline" / "pareto.json"
+        if fixed.exists() and run_dir / name != fixed.parent:
+            reference = [str(v) for v in read(fixed)["hypervolume_reference"]]
+            flags = (*flags, "--eval_base_model", "false", "--hypervolume_reference", *reference)
+        ric("evaluate", str(run_dir), "--eval_dir", str(run_dir / name), "--eval_prompts_file", PROMPTS, *flags)
+    return run_dir / name
 
 
-def following(points, names) -> dict | None:
-    """Preference-following of a front of at least 3 points (Spearman of w_i against mean reward i)."""
-    from ric.pareto import preference_following
-
-    if len(points) < 3:
-        return None
-    values = preference_following([p["preference"] for p in points], [[p["mean"][n] for n in names] for p in points])
-    return dict(zip(names, values))
+def train(recipe: str, run_dir: Path, *flags: str) -> None:
+    """`ric prepare` and `ric train` (the run's own evaluation on the demo's 40 questions is not needed)."""
+    for command in ("prepare", "train"):
+        ric(command, recipe, "--output_dir", str(run_dir), *flags)
 
 
-def hypervolume_of(points, names, reference) -> float:
+def extend(run_dir: Path, max_steps: int) -> None:
+    """Train a finished baseline run's policies on to `max_steps`: each policy stage is opened again (the
+    trainer resumes from its last checkpoint) and its compute so far is kept as an earlier part of the stage."""
+    from ric.rundir import COMPUTE, read_compute, write_json
+    from ric.rundir import STATE as RUN_STATE
+
+    run_state = read(run_dir / RUN_STATE)
+    compute = read_compute(run_dir)
+    for name, entry in run_state["stages"].items():
+        if name.startswith("policy:") and entry.get("status") == "done":
+            spent = compute["stages"].pop(name)
+            earlier = compute.setdefault("interrupted", {}).setdefault(
+                name, {"wall_seconds": 0.0, "cpu_seconds": 0.0, "runs": 0}
+            )
+            earlier["wall_seconds"] = round(earlier["wall_seconds"] + spent["wall_seconds"], 1)
+            earlier["cpu_seconds"] = round(earlier["cpu_seconds"] + spent["cpu_seconds"], 1)
+            earlier["runs"] += 1
+            entry["status"] = "extending"
+    write_json(run_dir / COMPUTE, compute)
+    write_json(run_dir / RUN_STATE, run_state)
+    ric("train", str(run_dir / "recipe.yaml"), "--output_dir", str(run_dir), "--max_steps", str(max_steps))
+
+
+def checkpoint_steps(folder: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*") if p.is_dir())
+
+
+# --- the plan --------------------------------------------------------------------------------------
+
+
+def ric_seed(a, seed: int) -> None:
+    run = RUNS / f"ric-s{seed}"
+
+    def go():
+        flags = ("--seed", str(seed), "--save_steps", str(a.ric_save_steps), "--save_total_limit", "1000")
+        train("recipes/demo/ric.yaml", run, *flags)
+        last = read(run / "train_stats.json")["global_step"]
+        evaluate(run, "cmp_offline", "--adapter", str(run / "adapter"))
+        for k in checkpoint_steps(run / "checkpoints/offline"):
+            if k < last:
+                evaluate(run, f"cmp_step_{k}", "--adapter", str(run / f"checkpoints/offline/checkpoint-{k}"))
+        evaluate(run, "cmp_online_1", "--adapter", str(run / "adapter_online_1"))
+        return {"offline_steps": last}
+
+    once(f"ric-s{seed}", a.hours, go)
+
+
+def sft(a) -> Path:
+    run = RUNS / "sft"
+
+    def go():
+        train("recipes/demo/sft.yaml", run, "--rows_from_run", str(RUNS / "ric-s0"))
+        evaluate(run, "cmp")
+
+    once("sft", a.hours, go)
+    return run / "merged"
+
+
+def baseline_flags(a, lr: float, seed: int, max_steps: int, save_steps: int) -> list[str]:
+    return [
+        "--model_name_or_path",
+        str(RUNS / "sft/merged"),
+        "--learning_rate",
+        str(lr),
+        "--lr_scheduler_type",
+        "constant",
+        "--max_steps",
+        str(max_steps),
+        "--save_steps",
+        str(save_steps),
+        "--save_total_limit",
+        "1000",
+        "--seed",
+        str(seed),
+    ]
+
+
+def lr_sweep(a) -> float:
+    def go():
+        rows = []
+        for lr in a.sweep_lrs:
+            run = RUNS / f"sweep-lr{lr:g}"
+            flags = baseline_flags(a, lr, 0, a.sweep_steps, a.sweep_steps)
+            train("recipes/demo/morlhf.yaml", run, *flags, "--preferences", "0.5,0.5")
+            evaluate(run, "cmp")
+            rows.append({"learning_rate": lr, "run": str(run.relative_to(ROOT))})
+        return rows
+
+    rows = once("lr_sweep", a.hours, go)
+    reference = fixed_reference(a)
+    scored = [(front_stats(ROOT / r["run"] / "cmp", reference), r) for r in rows]
+    return max(scored, key=lambda s: s[0]["hypervolume"])[1]["learning_rate"]
+
+
+def curve(a, method: str, lr: float) -> int:
+    """Train `method` (seed 0) with checkpoints, evaluate each curve step, double the steps until every
+    policy's hypervolume moved by < --plateau over the last doubling (or --max_steps). Returns the final step."""
+    run = RUNS / f"{method}-s0"
+    budget = a.curve_steps[-1]
+    save = a.curve_steps[0]
+    grid = ["--eval_grid_divisions", "1"] if method == "soups" else []  # each policy alone
+
+    def train_to(steps: int, evaluated) -> None:
+        if steps == budget:
+            train(f"recipes/demo/{method}.yaml", run, *baseline_flags(a, lr, 0, budget, save))
+        else:
+            extend(run, steps)
+        for k in evaluated:
+            evaluate(run, f"cmp_step_{k}", "--step", str(k), *grid)
+
+    once(f"{method}-s0:{budget}", a.hours, train_to, budget, a.curve_steps)
+    reference = fixed_reference(a)
+    while True:
+        kept = [k for k in checkpoint_steps_of(run) if (run / f"cmp_step_{k}/pareto.json").exists()]
+        last = kept[-1]
+        half = last // 2
+        if half not in kept or plateaued(run, half, last, reference, a.plateau) or last * 2 > a.max_steps:
+            return last
+        once(f"{method}-s0:{last * 2}", a.hours, train_to, last * 2, [last + last // 2, last * 2])
+
+
+def checkpoint_steps_of(run: Path) -> list[int]:
+    folders = sorted((run / "policies").iterdir())
+    return checkpoint_steps(folders[0] / "checkpoints")
+
+
+def plateaued(run: Path, half: int, last: int, reference, tolerance: float) -> bool:
+    a_, b_ = per_point(run / f"cmp_step_{half}", reference), per_point(run / f"cmp_step_{last}", reference)
+    return all(abs(b_[k] - a_[k]) < tolerance for k in a_)
+
+
+def final_fronts(a, lr: float, morlhf_steps: int, soups_steps: int) -> None:
+    def soups_grid() -> None:
+        evaluate(RUNS / "soups-s0", "cmp_final", "--step", str(soups_steps), "--eval_grid_divisions", "10")
+
+    once(f"soups-s0:grid@{soups_steps}", a.hours, soups_grid)
+    for seed in a.ric_seeds[1:]:
+        ric_seed(a, seed)
+
+    def morlhf_seed(seed: int) -> None:
+        run = RUNS / f"morlhf-s{seed}"
+        train("recipes/demo/morlhf.yaml", run, *baseline_flags(a, lr, seed, morlhf_steps, morlhf_steps))
+        evaluate(run, "cmp_final")
+
+    for seed in a.morlhf_seeds[1:]:
+        once(f"morlhf-s{seed}", a.hours, morlhf_seed, seed)
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def fixed_reference(a) -> list[float]:
+    """The bundled base model's mean - 3 std on the comparison questions, from RiC's first evaluation."""
+    return read(RUNS / "ric-s0" / "cmp_offline" / "pareto.json")["hypervolume_reference"]
+
+
+DRAWS = {}
+
+
+def draws_for(num_prompts: int):
+    from ric.pareto import bootstrap_draws
+
+    if num_prompts not in DRAWS:
+        DRAWS[num_prompts] = bootstrap_draws(num_prompts)
+    return DRAWS[num_prompts]
+
+
+def front_stats(eval_dir: Path, reference) -> dict:
+    """Hypervolume (fixed reference), following and their bootstrap values from an evaluation's CSVs."""
+    from ric.compare import load_run, prompt_scores
+    from ric.pareto import bootstrap_front, hypervolume, interval
+
+    run = load_run(eval_dir)
+    p = run["pareto"]
+    names = p["rewards"]
+    scores = prompt_scores(run)
+    weights = [pt["preference"] for pt in p["points"]]
+    boot = bootstrap_front(scores, weights, reference, draws_for(p["num_prompts"]))
+    following = boot["preference_following"]
+    return {
+        "points": len(p["points"]),
+        "hypervolume": hypervolume(scores.mean(axis=1), reference),
+        "hypervolume_ci": interval(boot["hypervolume"]),
+        "boot": boot["hypervolume"],
+        "preference_following": p.get("preference_following"),
+        "following_ci": {n: interval(following[:, j]) for j, n in enumerate(names)} if following is not None else None,
+        "means": {
+            f"{pt['preference'][0]:.2f}": {n: round(float(scores[i, :, j].mean()), 4) for j, n in enumerate(names)}
+            for i, pt in enumerate(p["points"])
+        },
+        "front": [[float(v) for v in scores[i].mean(axis=0)] for i in range(len(p["points"]))],
+        "preferences": weights,
+        "num_prompts": p["num_prompts"],
+        "rewards": names,
+        "base_mean": (p.get("base") or {}).get("mean"),
+    }
+
+
+def point_labels(pareto: dict) -> list[str]:
+    """A point's policy (MORLHF), or the reward whose policy answers alone (Soups at a one-hot preference)."""
+    labels = []
+    for pt in pareto["points"]:
+        hot = [n for n, w in zip(pareto["rewards"], pt["preference"]) if w == 1.0]
+        labels.append(pt.get("policy") or (hot[0] if hot else "w_" + "_".join(f"{w:.2f}" for w in pt["preference"])))
+    return labels
+
+
+def per_point(eval_dir: Path, reference) -> dict:
+    """Each point's own hypervolume (one policy alone) against the reference."""
+    from ric.compare import load_run, prompt_scores
     from ric.pareto import hypervolume
 
-    return hypervolume([[p["mean"][n] for n in names] for p in points], reference)
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(ROOT / "bench/results"))
-    parser.add_argument("--online", type=int, default=2, help="online iterations after the offline stage")
-    parser.add_argument("--keep", action="store_true", help="reuse finished runs under runs/compare-*")
-    a, extra = parser.parse_known_args()
-    dirs = {m: RUNS / f"compare-{m}" for m in ("ric", "morlhf", "soups")}
-    if not a.keep:
-        for d in dirs.values():
-            shutil.rmtree(d, ignore_errors=True)
-    started = time.time()
-    ric("run", "recipes/demo/ric.yaml", "--output_dir", str(dirs["ric"]), *extra)
-    steps = offline_checkpoints(dirs["ric"])
-    for step in steps:  # RiC before the end of its offline training, as MORLHF after fewer points
-        evaluate_once(
-            a.keep, dirs["ric"], dirs["ric"] / "checkpoints/offline" / f"checkpoint-{step}", f"eval_step_{step}"
-        )
-    for k in range(1, a.online + 1):
-        ric(
-            "train",
-            str(dirs["ric"] / "recipe.yaml"),
-            "--output_dir",
-            str(dirs["ric"]),
-            "--num_online_iterations",
-            str(k),
-        )
-        evaluate_once(a.keep, dirs["ric"], dirs["ric"] / f"adapter_online_{k}", f"eval_online_{k}")
-    for method in ("morlhf", "soups"):
-        ric("run", f"recipes/demo/{method}.yaml", "--output_dir", str(dirs[method]), *extra)
-    wall = round(time.time() - started, 1)
-
-    pareto = {
-        name: json.loads((path / "pareto.json").read_text())
-        for name, path in [
-            ("ric offline", dirs["ric"] / "eval"),
-            *[(f"ric online {k}", dirs["ric"] / f"eval_online_{k}") for k in range(1, a.online + 1)],
-            ("morlhf", dirs["morlhf"] / "eval"),
-            ("soups", dirs["soups"] / "eval"),
-        ]
+    run = load_run(eval_dir)
+    scores = prompt_scores(run)
+    return {
+        label: hypervolume([scores[i].mean(axis=0)], reference) for i, label in enumerate(point_labels(run["pareto"]))
     }
-    names = pareto["ric offline"]["rewards"]
-    reference = pareto["ric offline"]["hypervolume_reference"]
-    stages = {m: compute(d) for m, d in dirs.items()}
 
-    curve = []  # (label, method, compute, front): what each model cost, everything counted
-    last = json.loads((dirs["ric"] / "train_stats.json").read_text())["global_step"]
-    for step in steps:  # the offline training up to that step: its share of the training stage
-        spent = add(
-            cost(stages["ric"], ["prepare"]),
-            scaled(cost(stages["ric"], ["train"]), step / last),
-            cost(stages["ric"], [f"evaluate:eval_step_{step}"]),
-        )
-        front = json.loads((dirs["ric"] / f"eval_step_{step}" / "pareto.json").read_text())
-        curve.append((f"RiC offline, step {step}", "ric", spent, front))
-    ric_base = cost(stages["ric"], ["prepare", "train"])
-    curve.append(("RiC offline", "ric", add(ric_base, cost(stages["ric"], ["evaluate"])), pareto["ric offline"]))
-    for k in range(1, a.online + 1):
-        spent = add(
-            ric_base,
-            cost(stages["ric"], [f"online_{j}" for j in range(1, k + 1)]),
-            cost(stages["ric"], [f"evaluate:eval_online_{k}"]),
-        )
-        curve.append((f"RiC online {k}", "ric", spent, pareto[f"ric online {k}"]))
-    policies = [n for n in stages["morlhf"] if n.startswith("policy:")]
-    evaluation = cost(stages["morlhf"], ["evaluate"])
-    for j in range(1, len(policies) + 1):  # MORLHF after j points: j policies, j/k of the evaluation
-        spent = add(cost(stages["morlhf"], ["prepare", *policies[:j]]), scaled(evaluation, j / len(policies)))
-        front = {**pareto["morlhf"], "points": pareto["morlhf"]["points"][:j]}
-        curve.append((f"MORLHF {j} point{'s' if j > 1 else ''}", "morlhf", spent, front))
-    soups_spent = cost(stages["soups"], list(stages["soups"]))
-    curve.append(("Rewarded Soups", "soups", soups_spent, pareto["soups"]))
 
-    rows = []
-    for label, method, spent, front in curve:
-        rows.append(
+def training_cost(run: Path, share: dict | None = None) -> dict:
+    """Training compute of a run (every stage but evaluations, charged stages included); `share` scales
+    named stages (a checkpoint's share of its stage)."""
+    stages = read(run / "compute.json")["stages"]
+    out = {"cpu_seconds": 0.0, "wall_seconds": 0.0}
+    for name, entry in stages.items():
+        if name.startswith("evaluate"):
+            continue
+        factor = (share or {}).get(name, 1.0)
+        for k in out:
+            out[k] += entry[k] * factor
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def stage_steps(run: Path) -> dict:
+    return {n: e["optimizer_steps"] for n, e in read(run / "compute.json")["stages"].items()}
+
+
+def summarize(a, out: Path) -> dict:
+    from ric.pareto import interval
+
+    reference = fixed_reference(a)
+    rows, curves, boots = [], {}, {}
+
+    def row(label, method, seed, start, eval_dir, cost, step=None):
+        stats = front_stats(eval_dir, reference)
+        boots[label] = (stats.pop("boot"), cost)
+        rows.append({"label": label, "method": method, "seed": seed, "start": start, "step": step, **cost, **stats})
+
+    ric_runs = {s: RUNS / f"ric-s{s}" for s in a.ric_seeds if (RUNS / f"ric-s{s}/cmp_online_1/pareto.json").exists()}
+    for seed, run in ric_runs.items():
+        steps = stage_steps(run)
+        total = steps["train"]
+        for k in checkpoint_steps(run / "checkpoints/offline"):
+            if k < total and (run / f"cmp_step_{k}/pareto.json").exists():
+                cost = training_cost(run, {"train": k / total, **{n: 0.0 for n in steps if n.startswith("online")}})
+                row(f"RiC s{seed} offline step {k}", "ric", seed, "base", run / f"cmp_step_{k}", cost, k)
+        cost = training_cost(run, {n: 0.0 for n in steps if n.startswith("online")})
+        row(f"RiC s{seed} offline", "ric", seed, "base", run / "cmp_offline", cost, total)
+        row(f"RiC s{seed} online 1", "ric", seed, "base", run / "cmp_online_1", training_cost(run), total)
+    if (RUNS / "sft/cmp/pareto.json").exists():
+        row("SFT (the baselines' start)", "sft", 0, "base", RUNS / "sft/cmp", training_cost(RUNS / "sft"))
+
+    for method in ("morlhf", "soups"):
+        run = RUNS / f"{method}-s0"
+        if not (run / "compute.json").exists():
+            continue
+        steps = stage_steps(run)
+        policies = [n for n in steps if n.startswith("policy:")]
+        for k in checkpoint_steps_of(run) if (run / "policies").exists() else []:
+            eval_dir = run / f"cmp_step_{k}"
+            if not (eval_dir / "pareto.json").exists():
+                continue
+            cost = training_cost(run, {n: k / steps[n] for n in policies})
+            label = f"{'MORLHF' if method == 'morlhf' else 'Soups (each policy alone)'} s0 step {k}"
+            row(label, method, 0, "sft", eval_dir, cost, k)
+            alone = per_point(eval_dir, reference)
+            for name, hv in alone.items():
+                own = training_cost(run, {n: (k / steps[n] if n == f"policy:{name}" else 0.0) for n in steps})
+                curves.setdefault(f"{method} s0 {name}", []).append(
+                    {
+                        "step": k,
+                        "cpu_seconds": own["cpu_seconds"],
+                        "wall_seconds": own["wall_seconds"],
+                        "hypervolume": hv,
+                    }
+                )
+        if method == "soups" and (run / "cmp_final/pareto.json").exists():
+            k = read(run / "cmp_final/pareto.json")["step"]
+            cost = training_cost(run, {n: k / steps[n] for n in policies})
+            row("Soups s0 final grid", "soups", 0, "sft", run / "cmp_final", cost, k)
+    for seed in a.morlhf_seeds[1:]:
+        run = RUNS / f"morlhf-s{seed}"
+        if (run / "cmp_final/pareto.json").exists():
+            row(f"MORLHF s{seed} final", "morlhf", seed, "sft", run / "cmp_final", training_cost(run))
+    # each policy's own curve with its interval (one point's hypervolume, resampled)
+    for name, points in curves.items():
+        method = name.split()[0]
+        for point in points:
+            eval_dir = RUNS / f"{method}-s0" / f"cmp_step_{point['step']}"
+            point["hypervolume_ci"] = point_interval(eval_dir, name.split()[-1], reference)
+
+    sweep = []
+    for entry in (state()["steps"].get("lr_sweep") or {}).get("result") or []:
+        run = ROOT / entry["run"]
+        stats = front_stats(run / "cmp", reference)
+        sweep.append(
             {
-                "label": label,
-                "method": method,
-                "points": len(front["points"]),
-                "hypervolume": hypervolume_of(front["points"], names, reference),
-                "preference_following": following(front["points"], names),
-                **spent,
+                "learning_rate": entry["learning_rate"],
+                "steps": a.sweep_steps,
+                "hypervolume": stats["hypervolume"],
+                "hypervolume_ci": stats["hypervolume_ci"],
+                "means": stats["means"],
+                **training_cost(run),
             }
         )
-    target = rows[[r["label"] for r in rows].index(f"MORLHF {len(policies)} points")]["hypervolume"]
-    reach = {}
-    for method in ("ric", "morlhf", "soups"):
-        hit = next((r for r in rows if r["method"] == method and r["hypervolume"] >= target - 1e-12), None)
-        reach[method] = (
-            {"label": hit["label"], "cpu_seconds": hit["cpu_seconds"], "wall_seconds": hit["wall_seconds"]}
-            if hit
-            else None
-        )
-    morlhf_final = rows[[r["label"] for r in rows].index(f"MORLHF {len(policies)} points")]
-    ratio = (
-        {k: round(reach["ric"][k] / morlhf_final[k], 3) for k in ("cpu_seconds", "wall_seconds")}
-        if reach["ric"]
-        else None
-    )
-    base = pareto["ric offline"]["base"]["mean"]
+
+    crossings = []
+    morlhf_last = [r for r in rows if r["method"] == "morlhf" and r["seed"] == 0]
+    finals = [max(morlhf_last, key=lambda r: r["step"])] if morlhf_last else []
+    finals += [
+        r
+        for r in rows
+        if r["label"] == "Soups s0 final grid" or r["label"].startswith("MORLHF") and r["label"].endswith("final")
+    ]
+    for target in finals:
+        t_boot = boots[target["label"]][0]
+        for seed in ric_runs:
+            path = sorted(
+                (r for r in rows if r["method"] == "ric" and r["seed"] == seed), key=lambda r: r["cpu_seconds"]
+            )
+            hit = next((r for r in path if r["hypervolume"] >= target["hypervolume"]), None)
+            per_draw = []
+            for b in range(len(t_boot)):
+                first = next((r for r in path if boots[r["label"]][0][b] >= t_boot[b]), None)
+                per_draw.append(first["cpu_seconds"] if first else np.inf)
+            per_draw = np.array(per_draw)
+            reached = np.isfinite(per_draw)
+            crossings.append(
+                {
+                    "baseline": target["label"],
+                    "baseline_hypervolume": target["hypervolume"],
+                    "baseline_cpu_seconds": target["cpu_seconds"],
+                    "baseline_wall_seconds": target["wall_seconds"],
+                    "ric_seed": seed,
+                    "first_reaching": hit["label"] if hit else None,
+                    "cpu_seconds": hit["cpu_seconds"] if hit else None,
+                    "wall_seconds": hit["wall_seconds"] if hit else None,
+                    "cpu_seconds_range": interval(per_draw[reached]) if reached.any() else None,
+                    "resamples_reaching": round(float(reached.mean()), 3),
+                }
+            )
+
+    base = next((r["base_mean"] for r in rows if r["method"] == "ric" and r["base_mean"]), None)
+    names = rows[0]["rewards"] if rows else []
     result = {
-        "what": "RiC vs MORLHF vs Rewarded Soups on the demo task, from scratch, one machine",
+        "what": "RiC vs MORLHF vs Rewarded Soups on the demo task; baselines from SFT on RiC's rows, to a plateau",
         "rewards": names,
         "reference": reference,
-        "num_prompts": pareto["ric offline"]["num_prompts"],
-        "base": {"mean": base, "hypervolume": hypervolume_of([{"mean": base}], names, reference)},
-        "rows": rows,
-        "morlhf_final_hypervolume": target,
-        "first_reaching_morlhf_final": reach,
-        "ric_over_morlhf_compute": ratio,
-        "bench_wall_seconds": wall,
-        "fronts": {
-            k: [{"preference": p["preference"], "mean": p["mean"]} for p in v["points"]] for k, v in pareto.items()
+        "num_prompts": rows[0]["num_prompts"] if rows else None,
+        "prompts_file": PROMPTS,
+        "intervals": "95 % bootstrap over the questions, 1,000 resamples, the same for every front",
+        "compute": "training only (sampling, scoring, training; the SFT and RiC's sampling charged to the "
+        "baselines), evaluations left out",
+        "seeds": {
+            "ric": sorted(ric_runs),
+            "morlhf": [0] * bool(morlhf_last)
+            + [s for s in a.morlhf_seeds[1:] if (RUNS / f"morlhf-s{s}/cmp_final").exists()],
+            "soups": [0] if (RUNS / "soups-s0/compute.json").exists() else [],
         },
+        "base": {"mean": base} if base else None,
+        "rows": [
+            {k: v for k, v in r.items() if k not in ("rewards", "num_prompts", "base_mean", "front", "preferences")}
+            for r in rows
+        ],
+        "fronts": {r["label"]: {"preferences": r["preferences"], "means": r["front"]} for r in rows},
+        "curves": curves,
+        "lr_sweep": {
+            "runs": sweep,
+            "picked": max(sweep, key=lambda s: s["hypervolume"])["learning_rate"] if sweep else None,
+            "charged": False,
+        },
+        "crossings": crossings,
+        "bench": state(),
     }
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "compare.md").write_text(markdown(result))
-    plot(result, names, out / "compare.png")
-    print(markdown(result))
+    if rows:
+        plot(result, out / "compare.png")
+    return result
+
+
+def point_interval(eval_dir: Path, label: str, reference):
+    from ric.compare import load_run, prompt_scores
+    from ric.pareto import bootstrap_front, interval
+
+    run = load_run(eval_dir)
+    scores = prompt_scores(run)[[point_labels(run["pareto"]).index(label)]]
+    boot = bootstrap_front(scores, [[1.0, 0.0]], reference, draws_for(scores.shape[1]))
+    return interval(boot["hypervolume"])
 
 
 def markdown(result: dict) -> str:
     names = result["rewards"]
-    head = (
-        ["model", "points", "hypervolume"]
-        + [f"following {n}" for n in names]
-        + ["CPU s", "wall s", "optimizer steps", "tokens"]
-    )
+    head = ["model", "start", "points", "hypervolume [95 %]"] + [f"following {n} [95 %]" for n in names]
+    head += ["training CPU s", "training wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def ci(pair):
+        return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
     for r in result["rows"]:
         following = r["preference_following"] or {}
-        cells = [r["label"], str(r["points"]), f"{r['hypervolume']:.4f}"]
-        cells += [f"{following[n]:.2f}" if following.get(n) is not None else "-" for n in names]
-        cells += [
-            f"{r['cpu_seconds']:.0f}",
-            f"{r['wall_seconds']:.0f}",
-            f"{r['optimizer_steps']:.0f}",
-            f"{r['generated_tokens']:.0f}",
-        ]
+        cells = [r["label"], r["start"], str(r["points"]), f"{r['hypervolume']:.3f}{ci(r['hypervolume_ci'])}"]
+        for n in names:
+            value = following.get(n)
+            cells.append(f"{value:.2f}{ci((r['following_ci'] or {}).get(n))}" if value is not None else "-")
+        cells += [f"{r['cpu_seconds']:.0f}", f"{r['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    reach = result["first_reaching_morlhf_final"]
     lines.append(
-        f"\nBase model: hypervolume {result['base']['hypervolume']:.4f}. Reference point "
-        f"{result['reference']} ({', '.join(names)}); {result['num_prompts']} held-out prompts."
+        f"\n{result['num_prompts']} questions ({result['prompts_file']}); reference {result['reference']}; "
+        f"{result['intervals']}; compute: {result['compute']}."
     )
-    lines.append(
-        f"MORLHF's final hypervolume: {result['morlhf_final_hypervolume']:.4f}. First reached by: "
-        + "; ".join(
-            f"{m}: {v['label']} at {v['cpu_seconds']:.0f} CPU s" if v else f"{m}: not reached"
-            for m, v in reach.items()
-        )
-        + "."
-    )
-    if result["ric_over_morlhf_compute"]:
+    sweep = result["lr_sweep"]
+    if sweep["runs"]:
         lines.append(
-            f"RiC / MORLHF compute to reach it: {result['ric_over_morlhf_compute']['cpu_seconds']:.2f} "
-            f"(CPU s), {result['ric_over_morlhf_compute']['wall_seconds']:.2f} (wall s)."
+            "\nLearning-rate sweep (MORLHF at (0.5, 0.5), not charged): "
+            + "; ".join(
+                f"{s['learning_rate']:g}: {s['hypervolume']:.3f}{ci(s['hypervolume_ci'])} "
+                f"({s['cpu_seconds']:.0f} CPU s)"
+                for s in sweep["runs"]
+            )
+            + f". Picked: {sweep['picked']:g}."
+        )
+    for c in result["crossings"]:
+        where = (
+            f"{c['first_reaching']} at {c['cpu_seconds']:.0f} CPU s / {c['wall_seconds']:.0f} wall s"
+            if c["first_reaching"]
+            else "not reached"
+        )
+        spread = c["cpu_seconds_range"]
+        lines.append(
+            f"- {c['baseline']} ({c['baseline_hypervolume']:.3f}, {c['baseline_cpu_seconds']:.0f} CPU s): RiC seed "
+            f"{c['ric_seed']} first reaches it with {where}; over the resamples "
+            + (f"{spread[0]:.0f}-{spread[1]:.0f} CPU s, " if spread else "")
+            + f"reached in {c['resamples_reaching']:.0%} of them."
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, names, path: Path) -> None:
+def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=120)
-    styles = {"ric offline": "-o", "morlhf": "-s", "soups": "-D"}
-    for label, points in result["fronts"].items():
-        left.plot(
-            [p["mean"][names[0]] for p in points],
-            [p["mean"][names[1]] for p in points],
-            styles.get(label, "-^"),
-            label=label,
-            ms=5,
-        )
-    base = result["base"]["mean"]
-    left.plot([base[names[0]]], [base[names[1]]], "*", ms=14, color="tab:red", label="base model")
+    names = result["rewards"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
+    finals = [
+        r for r in result["rows"] if r["label"].endswith(("online 1", "final grid", "final")) or r["method"] == "sft"
+    ]
+    morlhf = [r for r in result["rows"] if r["method"] == "morlhf" and r["seed"] == 0]
+    if morlhf:
+        finals.append(max(morlhf, key=lambda r: r["step"]))
+    for r in finals:
+        front = result["fronts"][r["label"]]["means"]
+        left.plot([m[0] for m in front], [m[1] for m in front], "-o", ms=4, label=r["label"])
+    if result["base"]:
+        base = result["base"]["mean"]
+        left.plot([base[names[0]]], [base[names[1]]], "*", ms=14, color="tab:red", label="base model")
     left.set_xlabel(f"{names[0]} (mean)")
     left.set_ylabel(f"{names[1]} (mean)")
-    left.set_title("Fronts on 40 held-out prompts", fontsize=10)
+    left.set_title(f"Final fronts, {result['num_prompts']} held-out questions", fontsize=10)
     left.grid(alpha=0.3)
-    left.legend(fontsize=7)
-    for method, marker in (("ric", "o"), ("morlhf", "s"), ("soups", "D")):
-        rows = [r for r in result["rows"] if r["method"] == method]
-        right.plot([r["cpu_seconds"] for r in rows], [r["hypervolume"] for r in rows], "-" + marker, label=method)
-        for r in rows:
-            right.annotate(
-                r["label"].replace("MORLHF ", ""),
-                (r["cpu_seconds"], r["hypervolume"]),
-                fontsize=6,
-                textcoords="offset points",
-                xytext=(3, 3),
+    left.legend(fontsize=6)
+    groups = {}
+    for r in result["rows"]:
+        if r["method"] == "sft" or r["label"].endswith("final grid"):
+            continue
+        groups.setdefault(f"{r['method']} s{r['seed']}", []).append(r)
+    for label, rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["cpu_seconds"])
+        x = [r["cpu_seconds"] for r in rows]
+        (line,) = right.plot(x, [r["hypervolume"] for r in rows], "-o", ms=4, label=label)
+        right.fill_between(
+            x,
+            [r["hypervolume_ci"][0] for r in rows],
+            [r["hypervolume_ci"][1] for r in rows],
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    for r in result["rows"]:
+        if r["label"].endswith("final grid") or r["method"] == "sft":
+            right.errorbar(
+                [r["cpu_seconds"]],
+                [r["hypervolume"]],
+                yerr=[[r["hypervolume"] - r["hypervolume_ci"][0]], [r["hypervolume_ci"][1] - r["hypervolume"]]],
+                fmt="D",
+                label=r["label"],
             )
-    right.axhline(result["morlhf_final_hypervolume"], color="gray", ls=":", lw=1, label="MORLHF final")
-    right.set_xlabel("CPU seconds (every stage: sampling, scoring, training, evaluation)")
-    right.set_ylabel("hypervolume")
+    right.set_xlabel("training CPU seconds (sampling, scoring, training; evaluations left out)")
+    right.set_ylabel("hypervolume (95 % bootstrap band)")
     right.set_title("Hypervolume against compute", fontsize=10)
     right.grid(alpha=0.3)
-    right.legend(fontsize=7)
+    right.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(ROOT / "bench/results"))
+    parser.add_argument("--hours", type=float, default=8.0, help="no plan step starts past this much wall time")
+    parser.add_argument("--ric_seeds", default="0,1")
+    parser.add_argument("--morlhf_seeds", default="0,1")
+    parser.add_argument("--ric_save_steps", type=int, default=25)
+    parser.add_argument("--sweep_lrs", default="3e-5,1e-4,3e-4")
+    parser.add_argument("--sweep_steps", type=int, default=30)
+    parser.add_argument("--curve_steps", default="15,30,60,90,120")
+    parser.add_argument("--max_steps", type=int, default=240)
+    parser.add_argument("--plateau", type=float, default=0.005)
+    parser.add_argument("--summarize", action="store_true", help="write the report from what is finished")
+    a = parser.parse_args()
+    a.ric_seeds = [int(s) for s in a.ric_seeds.split(",")]
+    a.morlhf_seeds = [int(s) for s in a.morlhf_seeds.split(",")]
+    a.sweep_lrs = [float(s) for s in a.sweep_lrs.split(",")]
+    a.curve_steps = [int(s) for s in a.curve_steps.split(",")]
+    if a.ric_seeds[0] != 0:
+        parser.error(
+            "--ric_seeds: start with 0 (seed 0's rows train the SFT start and its base answers fix the reference)"
+        )
+    if any(k % a.curve_steps[0] for k in a.curve_steps):
+        parser.error("--curve_steps: every step must be a multiple of the first (checkpoints are kept every first)")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if not a.summarize:
+        try:
+            ric_seed(a, a.ric_seeds[0])
+            sft(a)
+            lr = lr_sweep(a)
+            morlhf_steps = curve(a, "morlhf", lr)
+            soups_steps = curve(a, "soups", lr)
+            final_fronts(a, lr, morlhf_steps, soups_steps)
+        except OutOfTime as stopped:
+            print(f"--hours {a.hours}: stopped before {stopped}; what is finished is reported", flush=True)
+    print(markdown(summarize(a, Path(a.out))))
 
 
 if __name__ == "__main__":
