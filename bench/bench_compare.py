@@ -315,6 +315,36 @@ def point_labels(pareto: dict) -> list[str]:
     return labels
 
 
+def base_stats(eval_dir: Path, reference) -> dict | None:
+    """The bundled base model's point (its answers in RiC's first evaluation) with its interval."""
+    import csv
+
+    from ric.pareto import bootstrap_front, hypervolume, interval
+
+    pareto = read(eval_dir / "pareto.json")
+    if not (pareto.get("base") or {}).get("csv"):
+        return None
+    with open(eval_dir / pareto["base"]["csv"], newline="", encoding="utf-8") as f:
+        scores = np.array([[[float(row[f"obtained_{n}"]) for n in pareto["rewards"]] for row in csv.DictReader(f)]])
+    boot = bootstrap_front(scores, [[1.0, 0.0]], reference, draws_for(scores.shape[1]))
+    return {
+        "points": 1,
+        "hypervolume": hypervolume(scores.mean(axis=1), reference),
+        "hypervolume_ci": interval(boot["hypervolume"]),
+        "boot": boot["hypervolume"],
+        "preference_following": None,
+        "following_ci": None,
+        "means": {"base": {n: round(float(scores[0, :, j].mean()), 4) for j, n in enumerate(pareto["rewards"])}},
+        "front": [[float(v) for v in scores[0].mean(axis=0)]],
+        "preferences": [None],
+        "num_prompts": pareto["num_prompts"],
+        "rewards": pareto["rewards"],
+        "base_mean": pareto["base"]["mean"],
+        "cpu_seconds": 0.0,
+        "wall_seconds": 0.0,
+    }
+
+
 def per_point(eval_dir: Path, reference) -> dict:
     """Each point's own hypervolume (one policy alone) against the reference."""
     from ric.compare import load_run, prompt_scores
@@ -356,6 +386,10 @@ def summarize(a, out: Path) -> dict:
         boots[label] = (stats.pop("boot"), cost)
         rows.append({"label": label, "method": method, "seed": seed, "start": start, "step": step, **cost, **stats})
 
+    base_row = base_stats(RUNS / "ric-s0" / "cmp_offline", reference)
+    if base_row:
+        rows.append({"label": "base model", "method": "base", "seed": 0, "start": "base", "step": None, **base_row})
+        boots["base model"] = (rows[-1].pop("boot"), None)
     ric_runs = {s: RUNS / f"ric-s{s}" for s in a.ric_seeds if (RUNS / f"ric-s{s}/cmp_online_1/pareto.json").exists()}
     for seed, run in ric_runs.items():
         steps = stage_steps(run)
@@ -460,7 +494,7 @@ def summarize(a, out: Path) -> dict:
                 }
             )
 
-    base = next((r["base_mean"] for r in rows if r["method"] == "ric" and r["base_mean"]), None)
+    base = next((r["base_mean"] for r in rows if r["method"] == "base"), None)
     names = rows[0]["rewards"] if rows else []
     result = {
         "what": "RiC vs MORLHF vs Rewarded Soups on the demo task; baselines from SFT on RiC's rows, to a plateau",
@@ -585,7 +619,7 @@ def plot(result: dict, path: Path) -> None:
     left.legend(fontsize=6)
     groups = {}
     for r in result["rows"]:
-        if r["method"] == "sft" or r["label"].endswith("final grid"):
+        if r["method"] in ("sft", "base") or r["label"].endswith("final grid"):
             continue
         groups.setdefault(f"{r['method']} s{r['seed']}", []).append(r)
     for label, rows in groups.items():
@@ -608,6 +642,10 @@ def plot(result: dict, path: Path) -> None:
                 fmt="D",
                 label=r["label"],
             )
+    for r in result["rows"]:
+        if r["method"] == "base":
+            right.axhline(r["hypervolume"], color="tab:red", ls=":", lw=1, label="base model")
+            right.axhspan(*r["hypervolume_ci"], color="tab:red", alpha=0.08)
     right.set_xlabel("training CPU seconds (sampling, scoring, training; evaluations left out)")
     right.set_ylabel("hypervolume (95 % bootstrap band)")
     right.set_title("Hypervolume against compute", fontsize=10)
