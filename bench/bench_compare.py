@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ric.rundir import checkpoint_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "compare"
 PROMPTS = "recipes/demo/data/compare_prompts.jsonl"
@@ -129,10 +131,6 @@ def extend(run_dir: Path, max_steps: int) -> None:
     write_json(run_dir / COMPUTE, compute)
     write_json(run_dir / RUN_STATE, run_state)
     ric("train", str(run_dir / "recipe.yaml"), "--output_dir", str(run_dir), "--max_steps", str(max_steps))
-
-
-def checkpoint_steps(folder: Path) -> list[int]:
-    return sorted(int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*") if p.is_dir())
 
 
 # --- the plan --------------------------------------------------------------------------------------

@@ -308,6 +308,12 @@ def charge_compute(run_dir: str | Path, name: str, source_dir: str | Path, stage
     return entry
 
 
+def checkpoint_steps(folder: str | Path) -> list[int]:
+    """The steps of the trainer checkpoints (checkpoint-<step> folders) kept in `folder`, in order."""
+    found = (p.name.split("-", 1)[1] for p in Path(folder).glob("checkpoint-*") if p.is_dir())
+    return sorted(int(step) for step in found if step.isdigit())
+
+
 def read_compute(run_dir: str | Path) -> dict:
     """compute.json of a run directory ({"stages": {}} when nothing was metered yet)."""
     path = Path(run_dir) / COMPUTE

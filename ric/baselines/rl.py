@@ -20,7 +20,15 @@ from pathlib import Path
 
 from ..generation import PolicyGenerator
 from ..run_info import build_run_info, load_run_info
-from ..rundir import COMPUTE, atomic_dir, charge_compute, is_main_process, wait_for_everyone, write_json
+from ..rundir import (
+    COMPUTE,
+    atomic_dir,
+    charge_compute,
+    checkpoint_steps,
+    is_main_process,
+    wait_for_everyone,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +268,7 @@ def policy_adapters(folder: Path, policies: list[dict], step: int | None = None)
     paths = [folder / "policies" / p["label"] / "checkpoints" / f"checkpoint-{step}" for p in policies]
     for policy, path in zip(policies, paths):
         if not (path / "adapter_config.json").exists():
-            kept = sorted(int(c.name.split("-")[1]) for c in path.parent.glob("checkpoint-*") if c.is_dir())
+            kept = checkpoint_steps(path.parent)
             raise FileNotFoundError(
                 f"--step {step}: policy {policy['label']} has no checkpoint of that step (kept: {kept or 'none'}; "
                 "the trainer keeps one every save_steps)"
