@@ -9,7 +9,8 @@ what is finished).
 The plan, in order (each step runs under runs/compare/):
 
 1. RiC, seed 0: `recipes/demo/ric.yaml` (prepare, 150 offline steps kept every --ric_save_steps,
-   one online iteration); every offline checkpoint, the offline adapter and the online one evaluated.
+   the recipe's online iterations); every offline checkpoint, the offline adapter and each online one
+   evaluated.
 2. SFT on that run's sampled rows (`recipes/demo/sft.yaml --rows_from_run`): where both baselines start.
 3. Learning-rate sweep (reported, not charged): MORLHF's middle point (0.5, 0.5) for --sweep_steps steps
    at each of --sweep_lrs; the rate with the highest held-out hypervolume trains both baselines.
@@ -147,7 +148,8 @@ def ric_seed(a, seed: int) -> None:
         for k in checkpoint_steps(run / "checkpoints/offline"):
             if k < last:
                 evaluate(run, f"cmp_step_{k}", "--adapter", str(run / f"checkpoints/offline/checkpoint-{k}"))
-        evaluate(run, "cmp_online_1", "--adapter", str(run / "adapter_online_1"))
+        for i in online_iterations(run):
+            evaluate(run, f"cmp_online_{i}", "--adapter", str(run / f"adapter_online_{i}"))
         return {"offline_steps": last}
 
     once(f"ric-s{seed}", a.hours, go)
@@ -369,6 +371,11 @@ def training_cost(run: Path, share: dict | None = None) -> dict:
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def online_iterations(run: Path) -> list[int]:
+    """The online iterations a RiC run has finished (adapter_online_1, _2, ...), in order."""
+    return sorted(int(p.name.rsplit("_", 1)[1]) for p in run.glob("adapter_online_*") if p.name[-1].isdigit())
+
+
 def stage_steps(run: Path) -> dict:
     return {n: e["optimizer_steps"] for n, e in read(run / "compute.json")["stages"].items()}
 
@@ -398,7 +405,11 @@ def summarize(a, out: Path) -> dict:
                 row(f"RiC s{seed} offline step {k}", "ric", seed, "base", run / f"cmp_step_{k}", cost, k)
         cost = training_cost(run, {n: 0.0 for n in steps if n.startswith("online")})
         row(f"RiC s{seed} offline", "ric", seed, "base", run / "cmp_offline", cost, total)
-        row(f"RiC s{seed} online 1", "ric", seed, "base", run / "cmp_online_1", training_cost(run), total)
+        for i in online_iterations(run):
+            if (run / f"cmp_online_{i}/pareto.json").exists():
+                later = {n: 0.0 for n in steps if n.startswith("online_") and int(n.split(":")[0][7:]) > i}
+                cost = training_cost(run, later)
+                row(f"RiC s{seed} online {i}", "ric", seed, "base", run / f"cmp_online_{i}", cost, total)
     if (RUNS / "sft/cmp/pareto.json").exists():
         row("SFT (the baselines' start)", "sft", 0, "base", RUNS / "sft/cmp", training_cost(RUNS / "sft"))
 
@@ -598,9 +609,10 @@ def plot(result: dict, path: Path) -> None:
 
     names = result["rewards"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
-    finals = [
-        r for r in result["rows"] if r["label"].endswith(("online 1", "final grid", "final")) or r["method"] == "sft"
-    ]
+    finals = [r for r in result["rows"] if r["label"].endswith(("final grid", "final")) or r["method"] == "sft"]
+    for seed in result["seeds"]["ric"]:
+        online = [r for r in result["rows"] if r["label"].startswith(f"RiC s{seed} online ")]
+        finals += [max(online, key=lambda r: r["cpu_seconds"])] if online else []
     morlhf = [r for r in result["rows"] if r["method"] == "morlhf" and r["seed"] == 0]
     if morlhf:
         finals.append(max(morlhf, key=lambda r: r["step"]))
