@@ -13,7 +13,8 @@ The plan, in order (each step runs under runs/compare/):
    evaluated.
 2. SFT on that run's sampled rows (`recipes/demo/sft.yaml --rows_from_run`): where both baselines start.
 3. Learning-rate sweep (reported, not charged): MORLHF's middle point (0.5, 0.5) for --sweep_steps steps
-   at each of --sweep_lrs; the rate with the highest held-out hypervolume trains both baselines.
+   at each of --sweep_lrs, and one step further (1-3-10 ladder, up to --sweep_extend rates) while the best rate
+   sits at an edge; the rate with the highest held-out hypervolume trains both baselines.
 4. MORLHF (5 points) and Rewarded Soups (one policy per reward) from the SFT model at that rate, constant
    schedule (the paper's PPO has none), evaluated at --curve_steps (every policy's checkpoint of the step:
    `ric evaluate --step`). When any policy's hypervolume still moved by >= --plateau over the last doubling
@@ -186,20 +187,44 @@ def baseline_flags(a, lr: float, seed: int, max_steps: int, save_steps: int) -> 
 
 
 def lr_sweep(a) -> float:
-    def go():
-        rows = []
-        for lr in a.sweep_lrs:
-            run = RUNS / f"sweep-lr{lr:g}"
-            flags = baseline_flags(a, lr, 0, a.sweep_steps, a.sweep_steps)
-            train("recipes/demo/morlhf.yaml", run, *flags, "--preferences", "0.5,0.5")
-            evaluate(run, "cmp")
-            rows.append({"learning_rate": lr, "run": str(run.relative_to(ROOT))})
-        return rows
+    def one(lr):
+        run = RUNS / f"sweep-lr{lr:g}"
+        flags = baseline_flags(a, lr, 0, a.sweep_steps, a.sweep_steps)
+        train("recipes/demo/morlhf.yaml", run, *flags, "--preferences", "0.5,0.5")
+        evaluate(run, "cmp")
+        return [{"learning_rate": lr, "run": str(run.relative_to(ROOT))}]
 
-    rows = once("lr_sweep", a.hours, go)
+    def go():
+        return [row for lr in a.sweep_lrs for row in one(lr)]
+
+    once("lr_sweep", a.hours, go)
     reference = fixed_reference(a)
-    scored = [(front_stats(ROOT / r["run"] / "cmp", reference), r) for r in rows]
-    return max(scored, key=lambda s: s[0]["hypervolume"])[1]["learning_rate"]
+    while True:
+        rows = sweep_rows()
+        scored = {r["learning_rate"]: front_stats(ROOT / r["run"] / "cmp", reference)["hypervolume"] for r in rows}
+        best, rates = max(scored, key=scored.get), sorted(scored)
+        # a best rate at an edge of the sweep is not a tuned rate: the sweep goes one step past that edge
+        if len(rates) >= len(a.sweep_lrs) + a.sweep_extend or best not in (rates[0], rates[-1]):
+            return best
+        lr = beyond(best, up=best == rates[-1])
+        once(f"lr_sweep_{lr:g}", a.hours, one, lr)
+
+
+def beyond(lr: float, up: bool) -> float:
+    """The next rate past the sweep's edge on its 1-3-10 ladder: 3e-4 -> 1e-3 up, 3e-5 -> 1e-5 down."""
+    mantissa = float(f"{lr:.0e}".split("e")[0])
+    factor = (10 / 3 if mantissa >= 3 else 3) if up else (3 if mantissa >= 3 else 10 / 3)
+    return float(f"{(lr * factor if up else lr / factor):.0e}")
+
+
+def sweep_rows() -> list[dict]:
+    """The sweep's runs: the listed rates, then any rate added past an edge."""
+    steps = state()["steps"]
+    rows = list((steps.get("lr_sweep") or {}).get("result") or [])
+    for name, entry in steps.items():
+        if name.startswith("lr_sweep_"):
+            rows += entry.get("result") or []
+    return rows
 
 
 def curve(a, method: str, lr: float) -> int:
@@ -453,7 +478,7 @@ def summarize(a, out: Path) -> dict:
             point["hypervolume_ci"] = point_interval(eval_dir, name.split()[-1], reference)
 
     sweep = []
-    for entry in (state()["steps"].get("lr_sweep") or {}).get("result") or []:
+    for entry in sweep_rows():
         run = ROOT / entry["run"]
         stats = front_stats(run / "cmp", reference)
         sweep.append(
@@ -674,6 +699,9 @@ def main():
     parser.add_argument("--ric_save_steps", type=int, default=25)
     parser.add_argument("--sweep_lrs", default="3e-5,1e-4,3e-4")
     parser.add_argument("--sweep_steps", type=int, default=30)
+    parser.add_argument(
+        "--sweep_extend", type=int, default=2, help="rates the sweep may add past its edge while the best sits there"
+    )
     parser.add_argument("--curve_steps", default="15,30,60,90,120")
     parser.add_argument("--max_steps", type=int, default=240)
     parser.add_argument("--plateau", type=float, default=0.005)
