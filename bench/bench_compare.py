@@ -430,10 +430,10 @@ def summarize(a, out: Path) -> dict:
                 row(f"RiC s{seed} offline step {k}", "ric", seed, "base", run / f"cmp_step_{k}", cost, k)
         cost = training_cost(run, {n: 0.0 for n in steps if n.startswith("online")})
         row(f"RiC s{seed} offline", "ric", seed, "base", run / "cmp_offline", cost, total)
-        for i in online_iterations(run):
+        iterations = online_iterations(run)
+        for i in iterations:
             if (run / f"cmp_online_{i}/pareto.json").exists():
-                later = {n: 0.0 for n in steps if n.startswith("online_") and int(n.split(":")[0][7:]) > i}
-                cost = training_cost(run, later)
+                cost = training_cost(run, {f"online_{j}": 0.0 for j in iterations if j > i})
                 row(f"RiC s{seed} online {i}", "ric", seed, "base", run / f"cmp_online_{i}", cost, total)
     if (RUNS / "sft/cmp/pareto.json").exists():
         row("SFT (the baselines' start)", "sft", 0, "base", RUNS / "sft/cmp", training_cost(RUNS / "sft"))
