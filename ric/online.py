@@ -297,6 +297,11 @@ def _with_cut_flag(rows):
     return rows.add_column("cut_by_budget", [False] * len(rows))
 
 
+def online_learning_rate(args, iteration: int) -> float:
+    """The rate online iteration `iteration` (from 1) trains at: online_learning_rate x decay^(iteration-1)."""
+    return args.online_learning_rate * args.online_learning_rate_decay ** (iteration - 1)
+
+
 def continue_training(run_dir: Path, mixture, previous: Path, model_args, args, iteration: int):
     """e. Train the same adapter further on the mixture; returns (trainer, stats, tokenizer)."""
     from peft import PeftModel
@@ -312,7 +317,7 @@ def continue_training(run_dir: Path, mixture, previous: Path, model_args, args, 
     )
     overrides = dict(
         max_steps=args.online_max_steps,
-        learning_rate=args.online_learning_rate,
+        learning_rate=online_learning_rate(args, iteration),
         lr_scheduler_type=args.online_lr_scheduler_type,
         warmup_steps=0,
     )
@@ -364,6 +369,7 @@ def online_iteration(run_dir, iteration: int, model_args, data_args, args, meter
         "kept": int(kept_mask.sum()),
         "dropped": int((~kept_mask).sum()),
         "quantile": args.online_quantile,
+        "learning_rate": online_learning_rate(args, iteration),
         "thresholds_normalized": np.quantile(online_scores, args.online_quantile, axis=0).tolist(),
         "origin_rows": len(train_rows),
         "origin_kept": len(origin_index),

@@ -157,6 +157,13 @@ class RiCConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
     online_num_origin_samples: int = field(default=10000, metadata={"help": "Original rows kept by the same filter."})
     online_max_steps: int = field(default=4000, metadata={"help": "Training steps per online iteration."})
     online_learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate of online iterations."})
+    online_learning_rate_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Online iteration k (from 1) trains at online_learning_rate x decay^(k-1): 1.0 keeps one rate "
+            "for every iteration (the paper's code); below 1, later iterations move the adapter less."
+        },
+    )
     online_lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler of online iterations."})
     online_target_range: str = field(
         default="normal",
@@ -216,6 +223,11 @@ class RiCConfig(SFTConfig, SamplingConfig, ObjectivesConfig):
         check_score_range(self)
         if not 0 < self.online_quantile < 1:
             raise ValueError(f"online_quantile must be in (0, 1), got {self.online_quantile}; the paper uses 0.7")
+        if not 0 < self.online_learning_rate_decay <= 1:
+            raise ValueError(
+                f"online_learning_rate_decay must be in (0, 1], got {self.online_learning_rate_decay}; "
+                "1.0 trains every online iteration at online_learning_rate"
+            )
         for name in (
             "max_completion_length",
             "sampling_batch_size",

@@ -147,6 +147,24 @@ def test_one_full_online_iteration_on_a_tiny_model(tiny_recipe):
     assert again[0]["kept"] == stats["kept"]
 
 
+def test_later_online_iterations_train_at_the_decayed_rate(tiny_recipe):
+    """online_learning_rate_decay: iteration k trains at online_learning_rate x decay^(k-1), as its optimizer
+    saw it (the checkpoint's own log), and each iteration's statistics say which rate it had."""
+    import glob
+
+    from ric.rundir import read_json
+
+    run = _trained_run(
+        tiny_recipe, num_online_iterations=2, online_learning_rate=4e-4, online_learning_rate_decay=0.5
+    ).run_dir
+    stats = run_online(tiny_recipe)
+    assert [s["learning_rate"] for s in stats] == pytest.approx([4e-4, 2e-4])
+    for k, rate in ((1, 4e-4), (2, 2e-4)):
+        [trainer_state] = glob.glob(str(run / f"checkpoints/online_{k}/checkpoint-*/trainer_state.json"))
+        logged = [e["learning_rate"] for e in read_json(trainer_state)["log_history"] if "learning_rate" in e]
+        assert logged and logged == pytest.approx([rate] * len(logged))
+
+
 def test_online_generation_in_another_dtype_than_the_runs(tiny_recipe, tmp_path):
     import torch
     import yaml
@@ -237,6 +255,8 @@ def test_online_bad_inputs(tiny_recipe, tmp_path):
         ("online_quantile", 0.0, "online_quantile"),
         ("online_num_generations", 0, "online_num_generations"),
         ("online_max_steps", -1, "online_max_steps"),
+        ("online_learning_rate_decay", 0.0, "online_learning_rate_decay"),
+        ("online_learning_rate_decay", 1.5, "online_learning_rate_decay"),
     ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump({**recipe, key: value}))
