@@ -442,6 +442,10 @@ def summarize(a, out: Path) -> dict:
         run = RUNS / f"{method}-s0"
         if not (run / "compute.json").exists():
             continue
+        if read(run / "compute.json").get("interrupted"):
+            # a stage stopped or being trained on: its compute so far is not split by steps, so no row is costed
+            print(f"{run.name}: training in progress (compute.json `interrupted`); its rows wait until it finishes")
+            continue
         steps = stage_steps(run)
         policies = [n for n in steps if n.startswith("policy:")]
         for k in checkpoint_steps_of(run) if (run / "policies").exists() else []:
@@ -592,7 +596,7 @@ def markdown(result: dict) -> str:
         cells = [r["label"], r["start"], str(r["points"]), f"{r['hypervolume']:.3f}{ci(r['hypervolume_ci'])}"]
         for n in names:
             value = following.get(n)
-            cells.append(f"{value:.2f}{ci((r['following_ci'] or {}).get(n))}" if value is not None else "-")
+            cells.append(f"{value:.3f}{ci((r['following_ci'] or {}).get(n))}" if value is not None else "-")
         cells += [f"{r['cpu_seconds']:.0f}", f"{r['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
@@ -612,14 +616,15 @@ def markdown(result: dict) -> str:
         )
     for c in result["crossings"]:
         where = (
-            f"{c['first_reaching']} at {c['cpu_seconds']:.0f} CPU s / {c['wall_seconds']:.0f} wall s"
+            f"first reaches it with {c['first_reaching']} at {c['cpu_seconds']:.0f} CPU s / "
+            f"{c['wall_seconds']:.0f} wall s"
             if c["first_reaching"]
-            else "not reached"
+            else "does not reach it at any checkpoint"
         )
         spread = c["cpu_seconds_range"]
         lines.append(
             f"- {c['baseline']} ({c['baseline_hypervolume']:.3f}, {c['baseline_cpu_seconds']:.0f} CPU s): RiC seed "
-            f"{c['ric_seed']} first reaches it with {where}; over the resamples "
+            f"{c['ric_seed']} {where}; over the resamples "
             + (f"{spread[0]:.0f}-{spread[1]:.0f} CPU s, " if spread else "")
             + f"reached in {c['resamples_reaching']:.0%} of them."
         )

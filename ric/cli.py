@@ -436,6 +436,17 @@ def one_spelling(argv: list[str]) -> list[str]:
     return out
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (`kill`, a job scheduler's stop, a session's end) into SystemExit, so that the stage running
+    unwinds as on Ctrl-C: its compute is kept under `interrupted` in compute.json and added in on resume.
+    (SIGKILL cannot be caught: the stage's time since its last start is then not counted.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = one_spelling(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -449,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print_recipe_help(command)
         return 0
     _setup_logging()
+    exit_on_sigterm()
     try:
         COMMANDS[command](rest)
     except (RecipeError, RunFileError, ValueError, FileNotFoundError, OSError) as err:

@@ -55,6 +55,30 @@ def test_chunks_of_another_work_list_are_refused(tmp_path):
         run_chunked(tmp_path, [{"i": 2}], 2, lambda c: c, progress=False)
 
 
+def test_a_stage_stopped_by_sigterm_keeps_its_compute(tmp_path):
+    """`kill` (SIGTERM) on a ric process: the running stage unwinds and its time is kept under `interrupted`."""
+    import signal
+    import subprocess
+    import sys
+
+    child = (
+        "import sys, time\n"
+        "from ric.cli import exit_on_sigterm\n"
+        "from ric.rundir import ComputeMeter\n"
+        "exit_on_sigterm()\n"
+        "with ComputeMeter(sys.argv[1], 'train'):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    spent = json.loads((tmp_path / "compute.json").read_text())["interrupted"]["train"]
+    assert spent["runs"] == 1 and spent["wall_seconds"] >= 0.3
+
+
 def test_compute_of_an_interrupted_stage_is_added_to_its_resumed_run(tmp_path):
     from ric.rundir import ComputeMeter
 
