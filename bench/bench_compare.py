@@ -121,7 +121,8 @@ def extend(run_dir: Path, max_steps: int) -> None:
     run_state = read(run_dir / RUN_STATE)
     compute = read_compute(run_dir)
     for name, entry in run_state["stages"].items():
-        if name.startswith("policy:") and entry.get("status") == "done":
+        finished = compute["stages"].get(name, {}).get("optimizer_steps", 0) >= max_steps
+        if name.startswith("policy:") and entry.get("status") == "done" and not finished:
             spent = compute["stages"].pop(name)
             earlier = compute.setdefault("interrupted", {}).setdefault(
                 name, {"wall_seconds": 0.0, "cpu_seconds": 0.0, "runs": 0}
