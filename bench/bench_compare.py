@@ -78,18 +78,29 @@ class OutOfTime(Exception):
 
 def once(name: str, hours: float, fn, *args):
     """Run one plan step, once: its result and wall seconds are recorded in bench_state.json, and a finished
-    step returns its recorded result. No step starts once the bench's whole wall time has reached --hours."""
+    step returns its recorded result. No step starts once the comparison's wall time has reached --hours (this
+    bench's clock, or the runs' own records where they hold more: time spent before a restart counts too)."""
     data = state()
     if name in data["steps"]:
         return data["steps"][name].get("result")
-    if data["wall_seconds"] >= hours * 3600:
+    if max(data["wall_seconds"], machine_time()["wall_seconds"]) >= hours * 3600:
         raise OutOfTime(name)
     start = time.time()
-    result = fn(*args)
+    try:
+        result = fn(*args)
+    except BaseException:
+        # a stopped step's time still counts against --hours (kept apart, added in when the step finishes)
+        data = state()
+        spent = round(time.time() - start, 1)
+        data["wall_seconds"] = round(data["wall_seconds"] + spent, 1)
+        data.setdefault("stopped", {})[name] = round(data.get("stopped", {}).get(name, 0.0) + spent, 1)
+        save_state(data)
+        raise
     data = state()
     spent = round(time.time() - start, 1)
     data["wall_seconds"] = round(data["wall_seconds"] + spent, 1)
-    data["steps"][name] = {"wall_seconds": spent, "result": result}
+    earlier = data.get("stopped", {}).pop(name, 0.0)
+    data["steps"][name] = {"wall_seconds": round(spent + earlier, 1), "result": result}
     save_state(data)
     return result
 
@@ -406,6 +417,19 @@ def stage_steps(run: Path) -> dict:
     return {n: e["optimizer_steps"] for n, e in read(run / "compute.json")["stages"].items()}
 
 
+def machine_time() -> dict:
+    """What the comparison has cost this machine so far, from the runs' own records (compute.json of every run
+    under runs/compare: training, evaluations and the sweep, stopped segments included, charged copies not)."""
+    out = {"cpu_seconds": 0.0, "wall_seconds": 0.0}
+    for path in sorted(RUNS.glob("*/compute.json")):
+        data = read(path)
+        entries = [e for e in data["stages"].values() if "charged_from" not in e]
+        entries += list(data.get("interrupted", {}).values())
+        for k in out:
+            out[k] += sum(e[k] for e in entries)
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def summarize(a, out: Path) -> dict:
     from ric.pareto import interval
 
@@ -500,6 +524,9 @@ def summarize(a, out: Path) -> dict:
     crossings = []
     morlhf_last = [r for r in rows if r["method"] == "morlhf" and r["seed"] == 0]
     finals = [max(morlhf_last, key=lambda r: r["step"])] if morlhf_last else []
+    # its best checkpoint too, where that is an earlier one (picked on these questions: optimistic for MORLHF)
+    finals += [r for r in morlhf_last if r["hypervolume"] == max(m["hypervolume"] for m in morlhf_last)][:1]
+    finals = list({r["label"]: r for r in finals}.values())
     finals += [
         r
         for r in rows
@@ -563,6 +590,7 @@ def summarize(a, out: Path) -> dict:
             "charged": False,
         },
         "crossings": crossings,
+        "machine_time": machine_time(),
         "bench": state(),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -604,6 +632,13 @@ def markdown(result: dict) -> str:
         f"\n{result['num_prompts']} questions ({result['prompts_file']}); reference {result['reference']}; "
         f"{result['intervals']}; compute: {result['compute']}."
     )
+    spent = result.get("machine_time")
+    if spent:
+        lines.append(
+            f"\nThe comparison so far has used {spent['wall_seconds'] / 3600:.2f} h wall / "
+            f"{spent['cpu_seconds'] / 3600:.2f} CPU h of this machine (every run's compute.json: training, "
+            "evaluations and the sweep, stopped segments included)."
+        )
     sweep = result["lr_sweep"]
     if sweep["runs"]:
         lines.append(
