@@ -560,10 +560,20 @@ def summarize(a, out: Path) -> dict:
                 }
             )
 
+    remaining = [f"RiC seed {s}" for s in a.ric_seeds if s not in ric_runs]
+    remaining += [f"{m} seed 0 curve" for m in ("MORLHF", "Soups") if not any(r["method"] == m.lower() for r in rows)]
+    remaining += ["Soups' final grid"] * (not (RUNS / "soups-s0/cmp_final/pareto.json").exists())
+    remaining += [
+        f"MORLHF seed {s} at the final budget"
+        for s in a.morlhf_seeds[1:]
+        if not (RUNS / f"morlhf-s{s}/cmp_final/pareto.json").exists()
+    ]
     base = next((r["base_mean"] for r in rows if r["method"] == "base"), None)
     names = rows[0]["rewards"] if rows else []
     result = {
         "what": "RiC vs MORLHF vs Rewarded Soups on the demo task; baselines from SFT on RiC's rows, to a plateau",
+        "complete": not remaining,
+        "remaining": remaining,
         "rewards": names,
         "reference": reference,
         "num_prompts": rows[0]["num_prompts"] if rows else None,
@@ -615,7 +625,12 @@ def markdown(result: dict) -> str:
     names = result["rewards"]
     head = ["model", "start", "points", "hypervolume [95 %]"] + [f"following {n} [95 %]" for n in names]
     head += ["training CPU s", "training wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
+    if result.get("remaining"):
+        lines.append(
+            f"Partial: still to run: {', '.join(result['remaining'])} (`python bench/bench_compare.py` goes on).\n"
+        )
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def ci(pair):
         return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
