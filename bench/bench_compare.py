@@ -19,7 +19,9 @@ The plan, in order (each step runs under runs/compare/):
    schedule (the paper's PPO has none), evaluated at --curve_steps (every policy's checkpoint of the step:
    `ric evaluate --step`). When any policy's hypervolume still moved by >= --plateau over the last doubling
    of steps, its run is trained on to twice the steps (the trainer resumes from its last checkpoint; the
-   earlier training's compute is kept), up to --max_steps. Soups' final grid (11 points) at the last step.
+   earlier training's compute is kept), up to --max_steps. Soups' final grid (11 points) at the last step, and
+   at the step whose two policies gave the highest hypervolume where that is an earlier one (picked on the
+   comparison questions, so optimistic for Soups: the early stop its authors would make with a validation set).
 5. RiC, the other seeds; MORLHF, the other seeds at the final budget (cut first when --hours runs out).
 
 Every evaluation answers the 111 questions of recipes/demo/data/compare_prompts.jsonl (in no training
@@ -281,6 +283,16 @@ def final_fronts(a, lr: float, morlhf_steps: int, soups_steps: int) -> None:
         evaluate(RUNS / "soups-s0", "cmp_final", "--step", str(soups_steps), "--eval_grid_divisions", "10")
 
     once(f"soups-s0:grid@{soups_steps}", a.hours, soups_grid)
+
+    def soups_best_grid() -> int:
+        run = RUNS / "soups-s0"
+        kept = [k for k in checkpoint_steps_of(run) if (run / f"cmp_step_{k}/pareto.json").exists()]
+        best = max(kept, key=lambda k: read(run / f"cmp_step_{k}/pareto.json")["hypervolume"])
+        if best != soups_steps:
+            evaluate(run, "cmp_best", "--step", str(best), "--eval_grid_divisions", "10")
+        return best
+
+    once("soups-s0:grid@best", a.hours, soups_best_grid)
     for seed in a.ric_seeds[1:]:
         ric_seed(a, seed)
 
@@ -495,6 +507,10 @@ def summarize(a, out: Path) -> dict:
             k = read(run / "cmp_final/pareto.json")["step"]
             cost = training_cost(run, {n: k / steps[n] for n in policies})
             row("Soups s0 final grid", "soups", 0, "sft", run / "cmp_final", cost, k)
+        if method == "soups" and (run / "cmp_best/pareto.json").exists():
+            k = read(run / "cmp_best/pareto.json")["step"]
+            cost = training_cost(run, {n: k / steps[n] for n in policies})
+            row(f"Soups s0 grid at step {k} (its best)", "soups", 0, "sft", run / "cmp_best", cost, k)
     for seed in a.morlhf_seeds[1:]:
         run = RUNS / f"morlhf-s{seed}"
         if (run / "cmp_final/pareto.json").exists():
@@ -527,11 +543,7 @@ def summarize(a, out: Path) -> dict:
     # its best checkpoint too, where that is an earlier one (picked on these questions: optimistic for MORLHF)
     finals += [r for r in morlhf_last if r["hypervolume"] == max(m["hypervolume"] for m in morlhf_last)][:1]
     finals = list({r["label"]: r for r in finals}.values())
-    finals += [
-        r
-        for r in rows
-        if r["label"] == "Soups s0 final grid" or r["label"].startswith("MORLHF") and r["label"].endswith("final")
-    ]
+    finals += [r for r in rows if is_grid(r) or r["label"].startswith("MORLHF") and r["label"].endswith("final")]
     for target in finals:
         t_boot = boots[target["label"]][0]
         for seed in ric_runs:
@@ -611,6 +623,11 @@ def summarize(a, out: Path) -> dict:
     return result
 
 
+def is_grid(row: dict) -> bool:
+    """A Soups row of the interpolated grid (its final one, or the one at its best step)."""
+    return row["label"].startswith("Soups s0") and "grid" in row["label"]
+
+
 def point_interval(eval_dir: Path, label: str, reference):
     from ric.compare import load_run, prompt_scores
     from ric.pareto import bootstrap_front, interval
@@ -682,6 +699,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLORS = {"ric": "tab:blue", "morlhf": "tab:orange", "soups": "tab:green", "sft": "tab:purple", "base": "tab:red"}
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -690,16 +710,24 @@ def plot(result: dict, path: Path) -> None:
 
     names = result["rewards"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
-    finals = [r for r in result["rows"] if r["label"].endswith(("final grid", "final")) or r["method"] == "sft"]
+    finals = [r for r in result["rows"] if is_grid(r) or r["label"].endswith("final") or r["method"] == "sft"]
     for seed in result["seeds"]["ric"]:
         online = [r for r in result["rows"] if r["label"].startswith(f"RiC s{seed} online ")]
         finals += [max(online, key=lambda r: r["cpu_seconds"])] if online else []
     morlhf = [r for r in result["rows"] if r["method"] == "morlhf" and r["seed"] == 0]
     if morlhf:
         finals.append(max(morlhf, key=lambda r: r["step"]))
+        best = max(morlhf, key=lambda r: r["hypervolume"])
+        finals += [dict(best, label=best["label"], best=True)] if best is not finals[-1] else []
+    styles = {}
     for r in finals:
         front = result["fronts"][r["label"]]["means"]
-        left.plot([m[0] for m in front], [m[1] for m in front], "-o", ms=4, label=r["label"])
+        style = ("-", "--", ":", "-.")[styles.setdefault(r["method"], -1) + 1]
+        styles[r["method"]] += 1
+        label = r["label"] + (" (its best)" if r.get("best") else "")
+        left.plot(
+            [m[0] for m in front], [m[1] for m in front], "o", ls=style, ms=4, color=COLORS[r["method"]], label=label
+        )
     if result["base"]:
         base = result["base"]["mean"]
         left.plot([base[names[0]]], [base[names[1]]], "*", ms=14, color="tab:red", label="base model")
@@ -710,13 +738,15 @@ def plot(result: dict, path: Path) -> None:
     left.legend(fontsize=6)
     groups = {}
     for r in result["rows"]:
-        if r["method"] in ("sft", "base") or r["label"].endswith("final grid"):
+        if r["method"] in ("sft", "base") or is_grid(r):
             continue
         groups.setdefault(f"{r['method']} s{r['seed']}", []).append(r)
     for label, rows in groups.items():
         rows = sorted(rows, key=lambda r: r["cpu_seconds"])
         x = [r["cpu_seconds"] for r in rows]
-        (line,) = right.plot(x, [r["hypervolume"] for r in rows], "-o", ms=4, label=label)
+        style = "-" if label.endswith("s0") else "--"
+        color = COLORS[rows[0]["method"]]
+        (line,) = right.plot(x, [r["hypervolume"] for r in rows], "o", ls=style, color=color, ms=4, label=label)
         right.fill_between(
             x,
             [r["hypervolume_ci"][0] for r in rows],
@@ -725,12 +755,13 @@ def plot(result: dict, path: Path) -> None:
             alpha=0.15,
         )
     for r in result["rows"]:
-        if r["label"].endswith("final grid") or r["method"] == "sft":
+        if is_grid(r) or r["method"] == "sft":
             right.errorbar(
                 [r["cpu_seconds"]],
                 [r["hypervolume"]],
                 yerr=[[r["hypervolume"] - r["hypervolume_ci"][0]], [r["hypervolume_ci"][1] - r["hypervolume"]]],
                 fmt="D",
+                color=COLORS[r["method"]],
                 label=r["label"],
             )
     for r in result["rows"]:
