@@ -22,7 +22,8 @@ The plan, in order (each step runs under runs/compare/):
    earlier training's compute is kept), up to --max_steps. Soups' final grid (11 points) at the last step, and
    at the step whose two policies gave the highest hypervolume where that is an earlier one (picked on the
    comparison questions, so optimistic for Soups: the early stop its authors would make with a validation set).
-5. RiC, the other seeds; MORLHF, the other seeds at the final budget (cut first when --hours runs out).
+5. RiC, the other seeds; MORLHF, the other seeds at the final budget, evaluated there and at seed 0's best
+   step (cut first when --hours runs out).
 
 Every evaluation answers the 111 questions of recipes/demo/data/compare_prompts.jsonl (in no training
 data) with the demo's generation settings. One reference point for every front, seed and resample: the
@@ -268,6 +269,12 @@ def curve(a, method: str, lr: float) -> int:
         once(f"{method}-s0:{last * 2}", a.hours, train_to, last * 2, [last + last // 2, last * 2])
 
 
+def best_step(run: Path) -> int:
+    """The evaluated checkpoint of a seed-0 baseline run with the highest hypervolume on the comparison questions."""
+    kept = [k for k in checkpoint_steps_of(run) if (run / f"cmp_step_{k}/pareto.json").exists()]
+    return max(kept, key=lambda k: read(run / f"cmp_step_{k}/pareto.json")["hypervolume"])
+
+
 def checkpoint_steps_of(run: Path) -> list[int]:
     folders = sorted((run / "policies").iterdir())
     return checkpoint_steps(folders[0] / "checkpoints")
@@ -285,11 +292,9 @@ def final_fronts(a, lr: float, morlhf_steps: int, soups_steps: int) -> None:
     once(f"soups-s0:grid@{soups_steps}", a.hours, soups_grid)
 
     def soups_best_grid() -> int:
-        run = RUNS / "soups-s0"
-        kept = [k for k in checkpoint_steps_of(run) if (run / f"cmp_step_{k}/pareto.json").exists()]
-        best = max(kept, key=lambda k: read(run / f"cmp_step_{k}/pareto.json")["hypervolume"])
+        best = best_step(RUNS / "soups-s0")
         if best != soups_steps:
-            evaluate(run, "cmp_best", "--step", str(best), "--eval_grid_divisions", "10")
+            evaluate(RUNS / "soups-s0", "cmp_best", "--step", str(best), "--eval_grid_divisions", "10")
         return best
 
     once("soups-s0:grid@best", a.hours, soups_best_grid)
@@ -298,8 +303,11 @@ def final_fronts(a, lr: float, morlhf_steps: int, soups_steps: int) -> None:
 
     def morlhf_seed(seed: int) -> None:
         run = RUNS / f"morlhf-s{seed}"
-        train("recipes/demo/morlhf.yaml", run, *baseline_flags(a, lr, seed, morlhf_steps, morlhf_steps))
+        train("recipes/demo/morlhf.yaml", run, *baseline_flags(a, lr, seed, morlhf_steps, a.curve_steps[0]))
         evaluate(run, "cmp_final")
+        best = best_step(RUNS / "morlhf-s0")
+        if best != morlhf_steps:  # seed 0's best step, replicated
+            evaluate(run, f"cmp_step_{best}", "--step", str(best))
 
     for seed in a.morlhf_seeds[1:]:
         once(f"morlhf-s{seed}", a.hours, morlhf_seed, seed)
@@ -406,6 +414,18 @@ def per_point(eval_dir: Path, reference) -> dict:
     }
 
 
+def point_means(eval_dir: Path) -> dict:
+    """Each point's mean rewards over the questions, by point label."""
+    from ric.compare import load_run, prompt_scores
+
+    run = load_run(eval_dir)
+    scores = prompt_scores(run)
+    return {
+        label: [round(float(v), 4) for v in scores[i].mean(axis=0)]
+        for i, label in enumerate(point_labels(run["pareto"]))
+    }
+
+
 def training_cost(run: Path, share: dict | None = None) -> dict:
     """Training compute of a run (every stage but evaluations, charged stages included); `share` scales
     named stages (a checkpoint's share of its stage)."""
@@ -492,7 +512,7 @@ def summarize(a, out: Path) -> dict:
             cost = training_cost(run, {n: k / steps[n] for n in policies})
             label = f"{'MORLHF' if method == 'morlhf' else 'Soups (each policy alone)'} s0 step {k}"
             row(label, method, 0, "sft", eval_dir, cost, k)
-            alone = per_point(eval_dir, reference)
+            alone, means = per_point(eval_dir, reference), point_means(eval_dir)
             for name, hv in alone.items():
                 own = training_cost(run, {n: (k / steps[n] if n == f"policy:{name}" else 0.0) for n in steps})
                 curves.setdefault(f"{method} s0 {name}", []).append(
@@ -501,6 +521,7 @@ def summarize(a, out: Path) -> dict:
                         "cpu_seconds": own["cpu_seconds"],
                         "wall_seconds": own["wall_seconds"],
                         "hypervolume": hv,
+                        "means": dict(zip(read(eval_dir / "pareto.json")["rewards"], means[name])),
                     }
                 )
         if method == "soups" and (run / "cmp_final/pareto.json").exists():
@@ -515,6 +536,11 @@ def summarize(a, out: Path) -> dict:
         run = RUNS / f"morlhf-s{seed}"
         if (run / "cmp_final/pareto.json").exists():
             row(f"MORLHF s{seed} final", "morlhf", seed, "sft", run / "cmp_final", training_cost(run))
+            steps = stage_steps(run)
+            for k in checkpoint_steps_of(run):
+                if (run / f"cmp_step_{k}/pareto.json").exists():
+                    cost = training_cost(run, {n: k / steps[n] for n in steps if n.startswith("policy:")})
+                    row(f"MORLHF s{seed} step {k}", "morlhf", seed, "sft", run / f"cmp_step_{k}", cost, k)
     # each policy's own curve with its interval (one point's hypervolume, resampled)
     for name, points in curves.items():
         method = name.split()[0]
