@@ -567,7 +567,8 @@ def summarize(a, out: Path) -> dict:
     morlhf_last = [r for r in rows if r["method"] == "morlhf" and r["seed"] == 0]
     finals = [max(morlhf_last, key=lambda r: r["step"])] if morlhf_last else []
     # its best checkpoint too, where that is an earlier one (picked on these questions: optimistic for MORLHF)
-    finals += [r for r in morlhf_last if r["hypervolume"] == max(m["hypervolume"] for m in morlhf_last)][:1]
+    best = max(morlhf_last, key=lambda r: r["hypervolume"]) if morlhf_last else None
+    finals += [best] if best and best is not finals[0] else []
     finals = list({r["label"]: r for r in finals}.values())
     finals += [r for r in rows if is_grid(r) or r["label"].startswith("MORLHF") and r["label"].endswith("final")]
     for target in finals:
@@ -586,6 +587,7 @@ def summarize(a, out: Path) -> dict:
             crossings.append(
                 {
                     "baseline": target["label"],
+                    "picked": "best" if target["label"].endswith("(its best)") or target is best else "last",
                     "baseline_hypervolume": target["hypervolume"],
                     "baseline_cpu_seconds": target["cpu_seconds"],
                     "baseline_wall_seconds": target["wall_seconds"],
@@ -716,8 +718,10 @@ def markdown(result: dict) -> str:
             else "does not reach it at any checkpoint"
         )
         spread = c["cpu_seconds_range"]
+        flag = " (its best checkpoint)" if c["picked"] == "best" and "best" not in c["baseline"] else ""
         lines.append(
-            f"- {c['baseline']} ({c['baseline_hypervolume']:.3f}, {c['baseline_cpu_seconds']:.0f} CPU s): RiC seed "
+            f"- {c['baseline']}{flag}"
+            f" ({c['baseline_hypervolume']:.3f}, {c['baseline_cpu_seconds']:.0f} CPU s): RiC seed "
             f"{c['ric_seed']} {where}; over the resamples "
             + (f"{spread[0]:.0f}-{spread[1]:.0f} CPU s, " if spread else "")
             + f"reached in {c['resamples_reaching']:.0%} of them."
