@@ -601,6 +601,7 @@ def summarize(a, out: Path) -> dict:
             )
 
     remaining = [f"RiC seed {s}" for s in a.ric_seeds if s not in ric_runs]
+    remaining += [f"RiC seed {s}'s other evaluations" for s in ric_runs if f"ric-s{s}" not in state()["steps"]]
     remaining += [f"{m} seed 0 curve" for m in ("MORLHF", "Soups") if not any(r["method"] == m.lower() for r in rows)]
     remaining += ["Soups' final grid"] * (not (RUNS / "soups-s0/cmp_final/pareto.json").exists())
     remaining += [
