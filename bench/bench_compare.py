@@ -91,19 +91,15 @@ def once(name: str, hours: float, fn, *args):
     start = time.time()
     try:
         result = fn(*args)
-    except BaseException:
-        # a stopped step's time still counts against --hours (kept apart, added in when the step finishes)
+    finally:
+        # every run of the step counts against --hours, a stopped one too (kept under `stopped` until it finishes)
         data = state()
         spent = round(time.time() - start, 1)
         data["wall_seconds"] = round(data["wall_seconds"] + spent, 1)
-        data.setdefault("stopped", {})[name] = round(data.get("stopped", {}).get(name, 0.0) + spent, 1)
+        stopped = data.setdefault("stopped", {})
+        stopped[name] = round(stopped.get(name, 0.0) + spent, 1)
         save_state(data)
-        raise
-    data = state()
-    spent = round(time.time() - start, 1)
-    data["wall_seconds"] = round(data["wall_seconds"] + spent, 1)
-    earlier = data.get("stopped", {}).pop(name, 0.0)
-    data["steps"][name] = {"wall_seconds": round(spent + earlier, 1), "result": result}
+    data["steps"][name] = {"wall_seconds": data["stopped"].pop(name), "result": result}
     save_state(data)
     return result
 
@@ -402,28 +398,25 @@ def base_stats(eval_dir: Path, reference) -> dict | None:
     }
 
 
-def per_point(eval_dir: Path, reference) -> dict:
-    """Each point's own hypervolume (one policy alone) against the reference."""
-    from ric.compare import load_run, prompt_scores
-    from ric.pareto import hypervolume
-
-    run = load_run(eval_dir)
-    scores = prompt_scores(run)
-    return {
-        label: hypervolume([scores[i].mean(axis=0)], reference) for i, label in enumerate(point_labels(run["pareto"]))
-    }
-
-
 def point_means(eval_dir: Path) -> dict:
-    """Each point's mean rewards over the questions, by point label."""
+    """Each point's mean rewards over the questions, by point label and reward name."""
     from ric.compare import load_run, prompt_scores
 
     run = load_run(eval_dir)
     scores = prompt_scores(run)
+    names = run["pareto"]["rewards"]
     return {
-        label: [round(float(v), 4) for v in scores[i].mean(axis=0)]
+        label: dict(zip(names, (float(v) for v in scores[i].mean(axis=0))))
         for i, label in enumerate(point_labels(run["pareto"]))
     }
+
+
+def per_point(eval_dir: Path, reference, means: dict | None = None) -> dict:
+    """Each point's own hypervolume (one policy alone) against the reference (from `means`, when read already)."""
+    from ric.pareto import hypervolume
+
+    means = means or point_means(eval_dir)
+    return {label: hypervolume([list(m.values())], reference) for label, m in means.items()}
 
 
 def training_cost(run: Path, share: dict | None = None) -> dict:
@@ -447,6 +440,12 @@ def online_iterations(run: Path) -> list[int]:
 
 def stage_steps(run: Path) -> dict:
     return {n: e["optimizer_steps"] for n, e in read(run / "compute.json")["stages"].items()}
+
+
+def checkpoint_cost(run: Path, step: int) -> dict:
+    """Training compute of a baseline run up to checkpoint `step`: each policy stage charged step / its steps."""
+    steps = stage_steps(run)
+    return training_cost(run, {n: step / steps[n] for n in steps if n.startswith("policy:")})
 
 
 def machine_time() -> dict:
@@ -504,15 +503,14 @@ def summarize(a, out: Path) -> dict:
             print(f"{run.name}: training in progress (compute.json `interrupted`); its rows wait until it finishes")
             continue
         steps = stage_steps(run)
-        policies = [n for n in steps if n.startswith("policy:")]
         for k in checkpoint_steps_of(run) if (run / "policies").exists() else []:
             eval_dir = run / f"cmp_step_{k}"
             if not (eval_dir / "pareto.json").exists():
                 continue
-            cost = training_cost(run, {n: k / steps[n] for n in policies})
             label = f"{'MORLHF' if method == 'morlhf' else 'Soups (each policy alone)'} s0 step {k}"
-            row(label, method, 0, "sft", eval_dir, cost, k)
-            alone, means = per_point(eval_dir, reference), point_means(eval_dir)
+            row(label, method, 0, "sft", eval_dir, checkpoint_cost(run, k), k)
+            means = point_means(eval_dir)
+            alone = per_point(eval_dir, reference, means)
             for name, hv in alone.items():
                 own = training_cost(run, {n: (k / steps[n] if n == f"policy:{name}" else 0.0) for n in steps})
                 curves.setdefault(f"{method} s0 {name}", []).append(
@@ -521,26 +519,28 @@ def summarize(a, out: Path) -> dict:
                         "cpu_seconds": own["cpu_seconds"],
                         "wall_seconds": own["wall_seconds"],
                         "hypervolume": hv,
-                        "means": dict(zip(read(eval_dir / "pareto.json")["rewards"], means[name])),
+                        "means": {n: round(v, 4) for n, v in means[name].items()},
                     }
                 )
-        if method == "soups" and (run / "cmp_final/pareto.json").exists():
-            k = read(run / "cmp_final/pareto.json")["step"]
-            cost = training_cost(run, {n: k / steps[n] for n in policies})
-            row("Soups s0 final grid", "soups", 0, "sft", run / "cmp_final", cost, k)
-        if method == "soups" and (run / "cmp_best/pareto.json").exists():
-            k = read(run / "cmp_best/pareto.json")["step"]
-            cost = training_cost(run, {n: k / steps[n] for n in policies})
-            row(f"Soups s0 grid at step {k} (its best)", "soups", 0, "sft", run / "cmp_best", cost, k)
+        for grid, label in (("cmp_final", "Soups s0 final grid"), ("cmp_best", "Soups s0 grid at step {} (its best)")):
+            if method == "soups" and (run / grid / "pareto.json").exists():
+                k = read(run / grid / "pareto.json")["step"]
+                row(label.format(k), "soups", 0, "sft", run / grid, checkpoint_cost(run, k), k)
     for seed in a.morlhf_seeds[1:]:
         run = RUNS / f"morlhf-s{seed}"
         if (run / "cmp_final/pareto.json").exists():
             row(f"MORLHF s{seed} final", "morlhf", seed, "sft", run / "cmp_final", training_cost(run))
-            steps = stage_steps(run)
             for k in checkpoint_steps_of(run):
                 if (run / f"cmp_step_{k}/pareto.json").exists():
-                    cost = training_cost(run, {n: k / steps[n] for n in steps if n.startswith("policy:")})
-                    row(f"MORLHF s{seed} step {k}", "morlhf", seed, "sft", run / f"cmp_step_{k}", cost, k)
+                    row(
+                        f"MORLHF s{seed} step {k}",
+                        "morlhf",
+                        seed,
+                        "sft",
+                        run / f"cmp_step_{k}",
+                        checkpoint_cost(run, k),
+                        k,
+                    )
     # each policy's own curve with its interval (one point's hypervolume, resampled)
     for name, points in curves.items():
         method = name.split()[0]
