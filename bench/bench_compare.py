@@ -619,7 +619,9 @@ def summarize(a, out: Path) -> dict:
         "reference": reference,
         "num_prompts": rows[0]["num_prompts"] if rows else None,
         "prompts_file": PROMPTS,
-        "intervals": "95 % bootstrap over the questions, 1,000 resamples, the same for every front",
+        "intervals": "95 % percentile bootstrap over the questions, 1,000 resamples, the same for every front "
+        "(near 1 a following interval can lie below its point estimate: resampling noise lowers a rank "
+        "correlation)",
         "compute": "training only (sampling, scoring, training; the SFT and RiC's sampling charged to the "
         "baselines), evaluations left out",
         "seeds": {
