@@ -352,11 +352,27 @@ def front_stats(eval_dir: Path, reference) -> dict:
             for i, pt in enumerate(p["points"])
         },
         "front": [[float(v) for v in scores[i].mean(axis=0)] for i in range(len(p["points"]))],
+        "wordless_share": round(wordless_share(eval_dir, p), 4),
         "preferences": weights,
         "num_prompts": p["num_prompts"],
         "rewards": names,
         "base_mean": (p.get("base") or {}).get("mean"),
     }
+
+
+def wordless_share(eval_dir: Path, pareto: dict) -> float:
+    """The share of a front's answers (every point, every question) with no letter in them: an empty or
+    dash-only answer scores conciseness 1 and positivity 0 on this task, so a front can buy hypervolume
+    with it."""
+    import csv
+
+    total = wordless = 0
+    for pt in pareto["points"]:
+        with open(eval_dir / pt["csv"], newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                total += 1
+                wordless += not any(ch.isalpha() for ch in row["response"])
+    return wordless / total if total else 0.0
 
 
 def point_labels(pareto: dict) -> list[str]:
@@ -389,6 +405,7 @@ def base_stats(eval_dir: Path, reference) -> dict | None:
         "following_ci": None,
         "means": {"base": {n: round(float(scores[0, :, j].mean()), 4) for j, n in enumerate(pareto["rewards"])}},
         "front": [[float(v) for v in scores[0].mean(axis=0)]],
+        "wordless_share": round(wordless_share(eval_dir, {"points": [pareto["base"]]}), 4),
         "preferences": [None],
         "num_prompts": pareto["num_prompts"],
         "rewards": pareto["rewards"],
@@ -672,7 +689,7 @@ def point_interval(eval_dir: Path, label: str, reference):
 def markdown(result: dict) -> str:
     names = result["rewards"]
     head = ["model", "start", "points", "hypervolume [95 %]"] + [f"following {n} [95 %]" for n in names]
-    head += ["training CPU s", "training wall s"]
+    head += ["answers without a word", "training CPU s", "training wall s"]
     lines = []
     if result.get("remaining"):
         lines.append(
@@ -689,7 +706,12 @@ def markdown(result: dict) -> str:
         for n in names:
             value = following.get(n)
             cells.append(f"{value:.3f}{ci((r['following_ci'] or {}).get(n))}" if value is not None else "-")
-        cells += [f"{r['cpu_seconds']:.0f}", f"{r['wall_seconds']:.0f}"]
+        share = r.get("wordless_share")
+        cells += [
+            "-" if share is None else f"{100 * share:.0f} %",
+            f"{r['cpu_seconds']:.0f}",
+            f"{r['wall_seconds']:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         f"\n{result['num_prompts']} questions ({result['prompts_file']}); reference {result['reference']}; "
