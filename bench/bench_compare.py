@@ -352,7 +352,7 @@ def front_stats(eval_dir: Path, reference) -> dict:
             for i, pt in enumerate(p["points"])
         },
         "front": [[float(v) for v in scores[i].mean(axis=0)] for i in range(len(p["points"]))],
-        "wordless_share": round(wordless_share(eval_dir, p), 4),
+        "wordless_share": round(wordless_share(eval_dir / pt["csv"] for pt in p["points"]), 4),
         "preferences": weights,
         "num_prompts": p["num_prompts"],
         "rewards": names,
@@ -360,15 +360,15 @@ def front_stats(eval_dir: Path, reference) -> dict:
     }
 
 
-def wordless_share(eval_dir: Path, pareto: dict) -> float:
-    """The share of a front's answers (every point, every question) with no letter in them: an empty or
-    dash-only answer scores conciseness 1 and positivity 0 on this task, so a front can buy hypervolume
-    with it."""
+def wordless_share(csvs) -> float:
+    """The share of answers in an evaluation's CSVs (every point, every question) with no letter in them: an
+    empty or dash-only answer scores conciseness 1 and positivity 0 on this task, so a front can buy
+    hypervolume with it."""
     import csv
 
     total = wordless = 0
-    for pt in pareto["points"]:
-        with open(eval_dir / pt["csv"], newline="", encoding="utf-8") as f:
+    for path in csvs:
+        with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 total += 1
                 wordless += not any(ch.isalpha() for ch in row["response"])
@@ -405,7 +405,7 @@ def base_stats(eval_dir: Path, reference) -> dict | None:
         "following_ci": None,
         "means": {"base": {n: round(float(scores[0, :, j].mean()), 4) for j, n in enumerate(pareto["rewards"])}},
         "front": [[float(v) for v in scores[0].mean(axis=0)]],
-        "wordless_share": round(wordless_share(eval_dir, {"points": [pareto["base"]]}), 4),
+        "wordless_share": round(wordless_share([eval_dir / pareto["base"]["csv"]]), 4),
         "preferences": [None],
         "num_prompts": pareto["num_prompts"],
         "rewards": pareto["rewards"],
@@ -586,7 +586,6 @@ def summarize(a, out: Path) -> dict:
     # its best checkpoint too, where that is an earlier one (picked on these questions: optimistic for MORLHF)
     best = max(morlhf_last, key=lambda r: r["hypervolume"]) if morlhf_last else None
     finals += [best] if best and best is not finals[0] else []
-    finals = list({r["label"]: r for r in finals}.values())
     finals += [r for r in rows if is_grid(r) or r["label"].startswith("MORLHF") and r["label"].endswith("final")]
     for target in finals:
         t_boot = boots[target["label"]][0]
@@ -773,7 +772,7 @@ def plot(result: dict, path: Path) -> None:
     if morlhf:
         finals.append(max(morlhf, key=lambda r: r["step"]))
         best = max(morlhf, key=lambda r: r["hypervolume"])
-        finals += [dict(best, label=best["label"], best=True)] if best is not finals[-1] else []
+        finals += [dict(best, best=True)] if best is not finals[-1] else []
     styles = {}
     for r in finals:
         front = result["fronts"][r["label"]]["means"]
