@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -47,10 +48,22 @@ def check_dtype(dtype: str | None) -> None:
 GROUPS = {"run": ("prepare", "train", "evaluate"), "prepare": ("prepare",), "train": ("train",)}
 
 
-def _setup_logging() -> None:
-    import logging
+class _SourceFormatter(logging.Formatter):
+    """Prefixes each line with where it comes from: `[ric]` for ric's own loggers, the top-level package's
+    name for a library's (`[bitsandbytes] ...`), so a library's warning is not read as ric's."""
 
-    logging.basicConfig(level=logging.INFO, format="[ric] %(message)s", stream=sys.stderr)
+    OWN = ("ric", "reward_models", "root", "__main__")
+
+    def format(self, record):
+        source = record.name.split(".")[0]
+        record.source = "ric" if source in self.OWN else source
+        return super().format(record)
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SourceFormatter("[%(source)s] %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request it makes
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
