@@ -2,6 +2,11 @@
 
     python bench/bench_demo.py [--seeds 0,1,2] [--recipe recipes/demo/ric.yaml] [--name demo] [extra ric run flags...]
     python bench/bench_demo.py --seeds 0,1,2 --name demo --summarize   (the summary of runs already made)
+    python bench/bench_demo.py --seeds 0,1,2 --eval_seeds 101,102   (each seed's run evaluated again, sampling with
+        other seeds: how much the figures move from the evaluation's sampling alone; demo_eval_seeds.json)
+    python bench/bench_demo.py --seeds 0,1,2 --summarize --reference demo_reference_old_seed0
+        (and the wall-clock of each seed against a reference run timed in the same session, e.g. the earlier
+        offline-only demo run from a worktree of its commit with --name demo_reference_old)
 
 Each seed runs `ric run RECIPE --seed S` in its own empty run directory (runs/<name>-seed<S>) and
 writes bench/results/<name>_seed<S>.json; with several seeds, bench/results/<name>_seeds.json holds
@@ -123,8 +128,47 @@ def run_seed(recipe: str, seed: int, out: Path, extra: list[str]) -> dict:
     }
 
 
-def summary(per_seed: list[dict]) -> dict:
+def eval_seeds(name: str, seeds: list[int], eval_seeds: list[int]) -> dict:
+    """Each seed's finished run (`runs/<name>-seed<S>`) evaluated again with the recipe's grid and questions, only the
+    sampling seed changed (`ric evaluate RUN --seed E`, written to RUN/eval-seed<E>): the adapter is the same, so
+    the spread over these evaluations is what the evaluation's sampling alone moves."""
+    rows = []
+    for seed in seeds:
+        run = ROOT / f"runs/{name}-seed{seed}"
+        for e in [None, *eval_seeds]:
+            out = run / ("eval" if e is None else f"eval-seed{e}")
+            if e is not None and not (out / "pareto.json").exists():
+                cmd = [sys.executable, "-m", "ric", "evaluate", str(run), "--seed", str(e), "--eval_dir", str(out)]
+                subprocess.run(cmd, check=True, cwd=ROOT)
+            pareto = json.loads((out / "pareto.json").read_text())
+            reward = pareto["rewards"][0]
+            end, base = pareto["points"][-1]["mean"][reward], pareto["base"]["mean"][reward]
+            rows.append(
+                {
+                    "seed": seed,
+                    "eval_seed": seed if e is None else e,
+                    "preference_following": pareto["preference_following"],
+                    "hypervolume_over_base": round(pareto["hypervolume"] / pareto["hypervolume_base"], 3),
+                    f"{reward}_at_w1_1_minus_base": round(end - base, 4),
+                }
+            )
+    following = [min(r["preference_following"].values()) for r in rows]
+    return {
+        "what": "each training seed's adapter evaluated with its own sampling seed and with others; nothing retrained",
+        "evaluations": rows,
+        "following_at_least_0.85": f"{sum(f >= 0.85 for f in following)} of {len(rows)}",
+    }
+
+
+def summary(per_seed: list[dict], reference: dict | None = None) -> dict:
     names = per_seed[0]["rewards"]
+    timing = {}
+    if reference is not None:
+        ref = reference["wall_clock_seconds"]
+        timing = {
+            "reference": {"command": reference["command"], "wall_clock_seconds": ref},
+            "wall_clock_over_reference": {str(r["seed"]): round(r["wall_clock_seconds"] / ref, 3) for r in per_seed},
+        }
 
     def stats(values):
         return {"min": min(values), "median": statistics.median(values), "max": max(values)}
@@ -135,6 +179,7 @@ def summary(per_seed: list[dict]) -> dict:
         "hypervolume": stats([r["hypervolume"] for r in per_seed]),
         "hypervolume_over_base": stats([r["hypervolume"] / r["hypervolume_base"] for r in per_seed]),
         "wall_clock_seconds": stats([r["wall_clock_seconds"] for r in per_seed]),
+        **timing,
         "all_following_at_least_0.8": sum(all(v >= 0.8 for v in r["preference_following"].values()) for r in per_seed),
         "per_seed": [
             {
@@ -165,7 +210,22 @@ def main():
     parser.add_argument(
         "--summarize", action="store_true", help="run nothing: summarise the per-seed files already written"
     )
+    parser.add_argument(
+        "--reference",
+        help="with --summarize: a result file in bench/results (name without .json) of a reference run timed in "
+        "the same session; the summary gives each seed's wall-clock over it",
+    )
+    parser.add_argument(
+        "--eval_seeds",
+        help="run no training: evaluate each seed's finished run again with these sampling seeds (comma-separated)",
+    )
     a, extra = parser.parse_known_args()
+    if a.eval_seeds:
+        seeds, others = ([int(s) for s in v.split(",")] for v in (a.seeds, a.eval_seeds))
+        result = eval_seeds(a.name, seeds, others)
+        (RESULTS / f"{a.name}_eval_seeds.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     if a.summarize:
         seeds = [int(s) for s in a.seeds.split(",")]
         per_seed = [json.loads((RESULTS / f"{a.name}_seed{s}.json").read_text()) for s in seeds]
@@ -173,8 +233,10 @@ def main():
             if (ROOT / f"runs/{a.name}-seed{s}/eval/base.csv").exists():
                 result["upbeat_end"] = upbeat_end(ROOT / f"runs/{a.name}-seed{s}", s)
                 (RESULTS / f"{a.name}_seed{s}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / f"{a.name}_seeds.json").write_text(json.dumps(summary(per_seed), indent=2) + "\n")
-        print(json.dumps(summary(per_seed), indent=2))
+        reference = json.loads((RESULTS / f"{a.reference}.json").read_text()) if a.reference else None
+        summed = summary(per_seed, reference)
+        (RESULTS / f"{a.name}_seeds.json").write_text(json.dumps(summed, indent=2) + "\n")
+        print(json.dumps(summed, indent=2))
         return
     t0 = time.time()
     from ric.models import bundled_model_path

@@ -140,9 +140,10 @@ def test_run_writes_the_whole_run_directory(tiny_recipe, capsys):
 
     # a generation flag given to `ric evaluate` takes effect (and is recorded); a training flag is refused
     args = ["evaluate", str(run), "--eval_num_prompts", "1", "--eval_dir", str(run / "eval_t")]
-    assert main([*args, "--temperature", "0.1", "--max_completion_length", "3"]) == 0
+    assert main([*args, "--temperature", "0.1", "--max_completion_length", "3", "--seed", "7"]) == 0
     hot = json.loads((run / "eval_t/pareto.json").read_text())
     assert hot["generation"]["temperature"] == 0.1 and hot["generation"]["max_new_tokens"] == 3
+    assert hot["generation"]["seed"] == 7  # another sampling seed: the evaluation's own noise
     assert hot["hypervolume_reference_rule"].startswith("base model mean - 3 std")
     capsys.readouterr()
     assert main([*args, "--learning_rate", "0.1"]) == 2
@@ -323,3 +324,20 @@ def test_flags_take_either_spelling(tmp_path, capsys):
     for flag in ("--max-batch-size", "--max_batch_size"):
         assert main(["serve", str(tmp_path), flag, "0"]) == 2
         assert "--max_batch_size: must be a positive integer" in capsys.readouterr().err
+
+
+def test_log_lines_name_their_source():
+    """ric's own lines read `[ric]`; a library's warning (bitsandbytes at import, say) carries its own name."""
+    import logging
+
+    from ric.cli import _SourceFormatter
+
+    formatter = _SourceFormatter("[%(source)s] %(message)s")
+
+    def line(name):
+        return formatter.format(logging.LogRecord(name, logging.WARNING, __file__, 1, "a message", None, None))
+
+    assert line("ric.online") == "[ric] a message"
+    assert line("reward_models.registry") == "[ric] a message"
+    assert line("bitsandbytes.backends.cpu.ops") == "[bitsandbytes] a message"
+    assert line("peft") == "[peft] a message"
