@@ -64,18 +64,19 @@ def apart(out: Path, seed: int) -> dict:
     }
 
 
-def upbeat_end(out: Path, seed: int) -> dict:
+def upbeat_end(out: Path, seed: int, eval_dir: str = "eval") -> dict:
     """The grid's w1 = 1 point against the base model on the same held-out questions: mean positivity of each,
-    their difference and its 95 % bootstrap interval over the questions (paired: the same questions)."""
+    their difference and its 95 % bootstrap interval over the questions (paired: the same questions); from the
+    evaluation in `out / eval_dir`."""
     import csv
 
     import numpy as np
 
-    pareto = json.loads((out / "eval/pareto.json").read_text())
+    pareto = json.loads((out / eval_dir / "pareto.json").read_text())
     reward = pareto["rewards"][0]
 
     def column(name):
-        with open(out / "eval" / name, newline="", encoding="utf-8") as f:
+        with open(out / eval_dir / name, newline="", encoding="utf-8") as f:
             return np.array([float(row[f"obtained_{reward}"]) for row in csv.DictReader(f)])
 
     end, base = column(pareto["points"][-1]["csv"]), column("base.csv")
@@ -141,15 +142,15 @@ def eval_seeds(name: str, seeds: list[int], eval_seeds: list[int]) -> dict:
                 cmd = [sys.executable, "-m", "ric", "evaluate", str(run), "--seed", str(e), "--eval_dir", str(out)]
                 subprocess.run(cmd, check=True, cwd=ROOT)
             pareto = json.loads((out / "pareto.json").read_text())
-            reward = pareto["rewards"][0]
-            end, base = pareto["points"][-1]["mean"][reward], pareto["base"]["mean"][reward]
+            end = upbeat_end(run, seed, out.name)
             rows.append(
                 {
                     "seed": seed,
                     "eval_seed": seed if e is None else e,
                     "preference_following": pareto["preference_following"],
                     "hypervolume_over_base": round(pareto["hypervolume"] / pareto["hypervolume_base"], 3),
-                    f"{reward}_at_w1_1_minus_base": round(end - base, 4),
+                    f"{pareto['rewards'][0]}_at_w1_1_minus_base": end["difference"],
+                    "difference_ci": end["difference_ci"],
                 }
             )
     following = [min(r["preference_following"].values()) for r in rows]
@@ -220,14 +221,13 @@ def main():
         help="run no training: evaluate each seed's finished run again with these sampling seeds (comma-separated)",
     )
     a, extra = parser.parse_known_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
     if a.eval_seeds:
-        seeds, others = ([int(s) for s in v.split(",")] for v in (a.seeds, a.eval_seeds))
-        result = eval_seeds(a.name, seeds, others)
+        result = eval_seeds(a.name, seeds, [int(s) for s in a.eval_seeds.split(",")])
         (RESULTS / f"{a.name}_eval_seeds.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
         return
     if a.summarize:
-        seeds = [int(s) for s in a.seeds.split(",")]
         per_seed = [json.loads((RESULTS / f"{a.name}_seed{s}.json").read_text()) for s in seeds]
         for s, result in zip(seeds, per_seed):  # intervals read back from the run directories, where they are kept
             if (ROOT / f"runs/{a.name}-seed{s}/eval/base.csv").exists():
@@ -245,7 +245,7 @@ def main():
     convert_seconds = round(time.time() - t0, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     per_seed = []
-    for seed in [int(s) for s in a.seeds.split(",")]:
+    for seed in seeds:
         out = ROOT / f"runs/{a.name}-seed{seed}"
         result = {**run_seed(a.recipe, seed, out, extra), "bundled_model_conversion_seconds": convert_seconds}
         result["apart"] = apart(out, seed)

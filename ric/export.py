@@ -447,7 +447,9 @@ def check_gguf_tokenizer(path, tokenizer) -> None:
 
 
 if __name__ == "__main__":  # python -m ric.export --fetch_converter [SDIST.tar.gz]
-    logging.basicConfig(level=logging.INFO, format="[ric] %(message)s")
+    from .cli import _setup_logging
+
+    _setup_logging()
     args = sys.argv[1:]
     if not args or args[0] != "--fetch_converter":
         sys.exit("usage: python -m ric.export --fetch_converter [llama_cpp_python-X.tar.gz]")
